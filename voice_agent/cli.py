@@ -1,0 +1,262 @@
+"""`voice-agent`: the command line. Every command explains itself with --help."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import VoiceAgentError
+
+EPILOG = """\
+examples:
+  voice-agent run                                   the live appliance (microphone + speaker)
+  voice-agent process cmd.wav --json                one spoken turn from a file, events as JSON lines
+  voice-agent process buy.wav yes.wav --out r.wav   a two-turn conversation; the replies saved as WAV
+  voice-agent transcribe speech.wav                 print what was said
+  voice-agent say "Dinner is ready" --out d.wav     synthesise speech
+  voice-agent doctor                                check devices, models, broker and LLM; print fixes
+  echo '{"tool":"bank_transfer","arguments":{"to":"x","amount":5000}}' | voice-agent classify
+  voice-agent log                                   what the appliance did recently
+
+configuration: --config PATH, else $VOICE_AGENT_CONFIG, ~/.config/voice-agent/config.toml,
+/etc/voice-agent/config.toml, else the embedded sample home (`voice-agent config show` prints it).
+"""
+
+
+def _config(args):
+    from .config import load_config
+
+    return load_config(args.config)
+
+
+def _progress(msg: str) -> None:
+    print(f"… {msg}", file=sys.stderr, flush=True)
+
+
+def _human(stamped) -> None:
+    d = stamped.to_dict()
+    kind = d.pop("type")
+    t = d.pop("t_ms")
+    if kind == "state":
+        return
+    detail = ", ".join(f"{k}={v!r}" for k, v in d.items())
+    print(f"{t / 1000:7.2f}s  {kind:<22} {detail}", flush=True)
+
+
+# ---- commands -------------------------------------------------------------------------------------------------
+def cmd_process(args) -> int:
+    from .app import build_app, json_printer, load_engines
+    from .audio import read_wav, write_wav
+    from .audio_io import CollectingSpeaker, FileSource
+
+    cfg = _config(args)
+    clips = [read_wav(p) for p in args.files]  # bad audio fails here, before anything loads
+
+    async def main() -> int:
+        engines = load_engines(cfg, wake=not args.no_wake, progress=_progress if not args.json else lambda s: None)
+        speaker = CollectingSpeaker(realtime=not args.fast, rate=engines.tts.rate)
+        app = await build_app(cfg, engines, speaker, wake_enabled=not args.no_wake, use_mqtt=not args.no_mqtt,
+                              use_llm=not args.no_llm)
+        app.bus.subscribe(json_printer(sys.stdout) if args.json else _human)
+        if app.mqtt is not None:
+            app.mqtt.wait_connected(2.0)
+        try:
+            source = FileSource(clips, fast=args.fast, ready=app.appliance.wait_ready)
+            await app.appliance.run(source)
+            await app.appliance.speech.wait_idle()
+        finally:
+            await app.aclose()
+        if args.out:
+            write_wav(args.out, speaker.audio(), speaker.rate)
+            if not args.json:
+                print(f"reply audio written to {args.out}", file=sys.stderr)
+        return 0
+
+    return asyncio.run(main())
+
+
+def cmd_transcribe(args) -> int:
+    from .audio import read_wav
+    from .intents import LocalIntents
+    from .stt import Transcriber
+
+    cfg = _config(args)
+    clip = read_wav(args.file)
+    stt = Transcriber(cfg.stt, LocalIntents(cfg.devices).stt_prompt() if args.bias else None)
+    result = stt.transcribe(clip.pcm)
+    if args.json:
+        print(json.dumps({"text": result.text, "stt_ms": round(result.seconds * 1000), "audio_s": round(result.audio_s, 3)}))
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_say(args) -> int:
+    from .audio import write_wav
+    from .tts import Synthesizer
+
+    cfg = _config(args)
+    tts = Synthesizer(cfg.tts)
+    pcm = tts.synthesize(args.text)
+    if pcm.size == 0:
+        print("error: nothing to say", file=sys.stderr)
+        return 2
+    write_wav(args.out, pcm, tts.rate)
+    print(f"{args.out}: {len(pcm) / tts.rate:.2f} s at {tts.rate} Hz", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .live import run_live
+
+    return asyncio.run(run_live(_config(args), wake_enabled=not args.no_wake, json_events=args.json))
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(_config(args), as_json=args.json)
+
+
+def cmd_classify(args) -> int:
+    from .safety import run_classify_stream
+
+    return run_classify_stream(sys.stdin, sys.stdout, _config(args).safety)
+
+
+def cmd_log(args) -> int:
+    from .audit import AuditLog, format_log
+
+    cfg = _config(args)
+    path = cfg.data_dir / "audit.db"
+    if not path.exists():
+        print(f"no actions recorded yet ({path} does not exist)")
+        return 0
+    audit = AuditLog(path)
+    try:
+        entries = audit.recent(args.limit)
+        if args.json:
+            for e in entries:
+                print(json.dumps({k: getattr(e, k) for k in e.__dataclass_fields__}, default=list))
+        else:
+            print(format_log(entries))
+    finally:
+        audit.close()
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import main as models_main
+
+    return models_main(args.models_args)
+
+
+def cmd_config(args) -> int:
+    from .config import default_text, load_config
+
+    if args.action == "show":
+        print(default_text() if args.config is None else Path(args.config).read_text(), end="")
+        return 0
+    cfg = load_config(args.config)
+    print(f"ok: {cfg.source} ({len(cfg.devices)} devices, {len(cfg.mcp_servers)} MCP servers)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+# ---- parser ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="voice-agent", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="A private voice assistant for the home. Everything runs on this machine: wake word, speech "
+                    "recognition, understanding, speech. Risky actions are confirmed out loud first.")
+    ap.add_argument("--version", action="version", version=f"voice-agent {__version__}")
+    ap.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn, help_: str, desc: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=desc or help_,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("run", cmd_run, "run the live appliance (microphone, speaker, MQTT, LLM)",
+            "Listen for the wake word on the microphone and answer through the speaker. With no capture device, "
+            "says so and runs one turn on a bundled sample recording instead. Under systemd it notifies READY "
+            "once models are warm and pings the watchdog.")
+    p.add_argument("--no-wake", action="store_true", help="do not wait for the wake word (every utterance is a command)")
+    p.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
+
+    p = add("process", cmd_process, "run spoken turns from WAV files through the live pipeline",
+            "Feed WAV files (the turns of one conversation) through exactly the pipeline the microphone uses, at "
+            "real-time pace unless --fast. Each file is followed by silence and the next one starts when the "
+            "appliance is ready again, as a person would wait. Any rate/width/channels are converted.")
+    p.add_argument("files", nargs="+", metavar="WAV")
+    p.add_argument("--out", metavar="WAV", help="write everything the appliance said to this file")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON event per line: type, t_ms (ms since the first sample was fed) and fields")
+    p.add_argument("--no-wake", action="store_true", help="the files hold no wake word")
+    p.add_argument("--fast", action="store_true", help="feed audio as fast as it is consumed")
+    p.add_argument("--no-mqtt", action="store_true", help="do not connect to the MQTT broker")
+    p.add_argument("--no-llm", action="store_true", help="local commands only; no language model")
+
+    p = add("transcribe", cmd_transcribe, "print the text spoken in a WAV file")
+    p.add_argument("file", metavar="WAV")
+    p.add_argument("--json", action="store_true", help="print text and timing as JSON")
+    p.add_argument("--bias", action="store_true", help="bias recognition toward the configured device names")
+
+    p = add("say", cmd_say, "synthesise speech to a WAV file")
+    p.add_argument("text")
+    p.add_argument("--out", required=True, metavar="WAV")
+
+    p = add("doctor", cmd_doctor, "check audio devices, models, broker and LLM; print a fix for each failure")
+    p.add_argument("--json", action="store_true")
+
+    add("classify", cmd_classify, "classify proposed actions (JSON Lines on stdin) as allow/confirm/deny",
+        'Input lines: {"tool": str, "arguments": {...}, "description"?: str, "user_request"?: str, '
+        '"untrusted_context"?: [str]}.\nOutput lines: {"catastrophic": bool, "decision": "allow"|"confirm"|"deny", '
+        '"score": float, "reasons": [str]}; a malformed line gives {"error": "..."} and the rest still run.')
+
+    p = add("log", cmd_log, "show the actions the appliance proposed, confirmed, ran or refused")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = add("models", cmd_models, "install, verify or list the offline models (models/manifest.toml)")
+    p.add_argument("models_args", nargs=argparse.REMAINDER, metavar="install [NAME…] | verify | list")
+
+    p = add("config", cmd_config, "print the embedded default config, or check a config file")
+    p.add_argument("action", choices=["show", "check"])
+
+    p = add("bench", cmd_bench, "measure latency, CPU and memory against Home Assistant's Wyoming services")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the figures")
+    p.add_argument("--quick", action="store_true", help="fewer commands and a shorter CPU window")
+    p.add_argument("--no-reference", action="store_true", help="skip the Wyoming reference")
+    p.add_argument("--update-readme", action="store_true", help="rewrite the results table in README.md")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args) or 0)
+    except VoiceAgentError as exc:
+        print(f"error [{exc.code}]: {exc.message}" + (f"\n  fix: {exc.fix}" if exc.fix else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
