@@ -80,7 +80,8 @@ class Executor:
         try:
             if self.audit is None:
                 raise AuditError("the audit log could not be opened", code="audit-unavailable")
-            audit_id = self.audit.propose(call, decision.decision, decision.score, decision.reasons, user_request)
+            audit_id = self.audit.propose(call, decision.decision, decision.score, decision.reasons, user_request,
+                                          summary=describe_action(action))
         except AuditError as exc:
             self.bus.emit(ErrorEvent(exc.code, exc.message))
             if decision.decision != "allow":

@@ -78,19 +78,22 @@ class LocalIntents:
 
     def stt_prompt(self) -> str:
         """A Whisper prompt that biases recognition toward this home: example commands with its own device names
-        and the list of devices and rooms. Measured on 120 espeak-ng commands (6 voices, clean and 15 dB noise):
-        91% understood with this prompt, 57% with none, 48% with faster-whisper `hotwords`."""
+        and the list of devices and rooms; directional examples come in pairs (an "unlock" example alone once turned
+        "unlock" into "lock"). Measured on 120 espeak-ng commands (6 voices, clean and 15 dB noise):
+        94% understood with this prompt, 57% with none, 48% with faster-whisper `hotwords`. The two general
+        examples at the end keep requests for the LLM from being pulled toward device names (word error rate on 40
+        such requests 0.27 against 0.39 without them)."""
         first = {}
         for d in self.devices:
             first.setdefault(d.kind, d.name)
         examples = [f"Turn on the {first.get('light', first.get('switch', 'kitchen light'))}."]
         if "thermostat" in first:
             examples.append(f"Set the {first['thermostat']} to 20 degrees.")
-        if "lock" in first:
-            examples.append(f"Lock the {first['lock']}.")
+        if "lock" in first:  # both directions, so neither is favoured
+            examples.append(f"Unlock the {first['lock']}. Lock the {first['lock']}.")
         if "cover" in first:
-            examples.append(f"Close the {first['cover']}.")
-        examples += ["Set a timer for 10 minutes.", "What time is it?"]
+            examples.append(f"Open the {first['cover']}. Close the {first['cover']}.")
+        examples += ["Set a timer for 10 minutes.", "What time is it?", "Buy more coffee.", "Yes, confirm."]
         return " ".join(examples) + " Devices: " + ", ".join(self.vocabulary()) + "."
 
     def vocabulary(self) -> list[str]:

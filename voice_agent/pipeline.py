@@ -186,7 +186,7 @@ class Appliance:
                 elif self.executor.pending is not None:
                     await self._respond_to_confirmation(text)
                 else:
-                    await self._understand(text, turn)
+                    await self._understand(text, audio, turn)
             await self.speech.wait_idle()
         except asyncio.CancelledError:
             raise
@@ -217,7 +217,7 @@ class Appliance:
             self.bus.emit(ErrorEvent(exc.code, exc.message))
             self.say(NOT_UNDERSTOOD)
             return None
-        text = strip_wake_phrase(result.text, self.cfg.wake.model) if self.wake_enabled else result.text.strip()
+        text = self._clean(result.text)
         self.bus.emit(Transcript(text, int(result.seconds * 1000), early is not None))
         if not text:
             self.bus.emit(ErrorEvent("stt-no-text-recognized", "no words were recognised"))
@@ -225,14 +225,25 @@ class Appliance:
             return None
         return text
 
+    def _clean(self, text: str) -> str:
+        return strip_wake_phrase(text, self.cfg.wake.model) if self.wake_enabled else text.strip()
+
     async def _respond_to_confirmation(self, text: str | None) -> None:
         result = await self.executor.resolve(text)
         self.say(result.text)
         await self.speech.wait_idle()
 
-    async def _understand(self, text: str, turn: int) -> None:
+    async def _understand(self, text: str, audio: bytes, turn: int) -> None:
         t0 = time.perf_counter()
         local = self.engines.intents.understand(text)
+        if local is None and self.agent is not None:
+            # Not a home command: the home-biased transcript may have pulled words toward device names, so the
+            # language model gets an unbiased transcription instead.
+            result = await asyncio.to_thread(self.engines.stt.transcribe, audio, False)
+            if self._clean(result.text) and self._clean(result.text) != text:
+                text = self._clean(result.text)
+                self.bus.emit(Transcript(text, int(result.seconds * 1000), False))
+            local = self.engines.intents.understand(text)
         if local is not None:
             self.bus.emit(IntentMatched(local.intent, "local", int((time.perf_counter() - t0) * 1000)))
             if local.intent == "AgentActivityToday":

@@ -46,8 +46,9 @@ class Transcriber:
         self.name = name
         self.prompt = prompt or None
 
-    def transcribe(self, pcm: bytes | np.ndarray) -> SttResult:
-        """Transcribe 16 kHz mono int16 audio. Runs in a worker thread; materialises the lazy segments here."""
+    def transcribe(self, pcm: bytes | np.ndarray, biased: bool = True) -> SttResult:
+        """Transcribe 16 kHz mono int16 audio, with the home's prompt unless `biased` is False. Runs in a worker
+        thread; materialises the lazy segments here."""
         audio = np.frombuffer(pcm, np.int16) if isinstance(pcm, bytes) else pcm
         if audio.size == 0:
             raise SttError("no audio to transcribe", code="stt-no-audio")
@@ -57,7 +58,7 @@ class Transcriber:
             segments, _info = self._model.transcribe(
                 x, language=self.cfg.language if not self.cfg.model.endswith(".en") else "en",
                 beam_size=self.cfg.beam_size, condition_on_previous_text=False, without_timestamps=True,
-                initial_prompt=self.prompt, vad_filter=False,
+                initial_prompt=self.prompt if biased else None, vad_filter=False,
             )
             text = " ".join(s.text.strip() for s in segments).strip()
         except Exception as exc:
