@@ -184,6 +184,7 @@ class CollectingSpeaker:
         self.rate = rate
         self.parts: list[np.ndarray] = []
         self._stopped = False
+        self.samples_at_stop: list[int] = []  # how much had been played each time stop() was called
 
     async def play(self, pcm: np.ndarray, rate: int) -> None:
         self._stopped = False
@@ -203,6 +204,7 @@ class CollectingSpeaker:
 
     def stop(self) -> None:
         self._stopped = True
+        self.samples_at_stop.append(sum(len(p) for p in self.parts))
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self.parts) if self.parts else np.zeros(0, np.int16)

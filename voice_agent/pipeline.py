@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class Appliance:
         self._tasks: list[asyncio.Task] = []
         self.turns_completed = 0
         self._llm_turn: tuple[str, list[ToolResult]] = ("", [])
+        self._barged = False
         self._set_state("idle")
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -161,8 +163,9 @@ class Appliance:
         self.bus.emit(Wake(model, round(score, 3)))
         self.speech.interrupt()
         if self.agent is not None:
-            self.agent.record_spoken(" ".join(self.speech.spoken[-3:]))
-        if self._turn_task is not None:
+            self.agent.record_spoken(" ".join(self.speech.spoken_in_turn(self._turn)))
+        if self._turn_task is not None and not self._turn_task.done():
+            self._barged = True
             self._turn_task.cancel()
         self._listen(self.cfg.vad.no_speech_timeout_s)
 
@@ -197,7 +200,11 @@ class Appliance:
         finally:
             self.bus.emit(TurnEnd())
             self.turns_completed += 1
-            asyncio.get_running_loop().call_soon(self._after_turn)
+            if self._barged:  # the user talked over us: we are already listening to them
+                self._barged = False
+                self._ready.set()
+            else:
+                asyncio.get_running_loop().call_soon(self._after_turn)
 
     def _after_turn(self) -> None:
         self._gate_until = time.monotonic() + self.cfg.audio.gate_tail_ms / 1000
@@ -268,8 +275,9 @@ class Appliance:
         stops: list[ToolResult] = []
         self._llm_turn = (text, stops)
         try:
-            async for sentence in self.agent.respond(text):
-                self.say(sentence)
+            async with contextlib.aclosing(self.agent.respond(text)) as sentences:  # a barge-in closes the stream
+                async for sentence in sentences:
+                    self.say(sentence)
         except LlmError as exc:
             self.bus.emit(ErrorEvent(exc.code, exc.message))
             self.say(NO_LLM_REPLY if exc.code in ("llm-unreachable", "llm-timeout") else

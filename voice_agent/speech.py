@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class Utterance:
     text: str
     turn: int  # replies of one turn share a number; FirstAudio fires once per turn
+    gen: int = 0  # interrupt() bumps the generation: older audio is never played
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class _Audio:
     text: str
     turn: int
     last_of_text: bool
+    gen: int = 0
 
 
 class SpeechOutput:
@@ -44,7 +46,8 @@ class SpeechOutput:
         self._idle.set()
         self._first_audio_turns: set[int] = set()
         self._tasks: list[asyncio.Task] = []
-        self.spoken: list[str] = []  # texts fully played, for barge-in history
+        self.spoken: list[tuple[int, str]] = []  # (turn, text) fully played, for the history after a barge-in
+        self._gen = 0
         self._played_ms = 0.0
 
     def start(self) -> None:
@@ -61,7 +64,7 @@ class SpeechOutput:
             return
         self._pending += 1
         self._idle.clear()
-        self._text_q.put_nowait(Utterance(text, turn))
+        self._text_q.put_nowait(Utterance(text, turn, self._gen))
 
     def chime(self, turn: int) -> None:
         """A short two-tone chime before an announcement."""
@@ -80,8 +83,12 @@ class SpeechOutput:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
+    def spoken_in_turn(self, turn: int) -> list[str]:
+        return [text for t, text in self.spoken if t == turn]
+
     def interrupt(self) -> None:
-        """Barge-in: drop everything queued and cut the audio now."""
+        """Barge-in: drop everything queued and cut the audio now (the speaker stops within one 100 ms block)."""
+        self._gen += 1
         self.speaker.stop()
         for q in (self._text_q, self._audio_q):
             while not q.empty():
@@ -119,17 +126,19 @@ class SpeechOutput:
                 if a is None:
                     break
                 got_any = True
-                self._audio_q.put_nowait(_Audio(a.pcm, a.rate, utt.text, utt.turn, False))
+                if utt.gen == self._gen:
+                    self._audio_q.put_nowait(_Audio(a.pcm, a.rate, utt.text, utt.turn, False, utt.gen))
             await worker
             # a marker that closes this text (carries no audio when synthesis produced none)
-            self._audio_q.put_nowait(_Audio(np.zeros(0, np.int16), self.tts.rate, utt.text, utt.turn, True))
+            self._audio_q.put_nowait(_Audio(np.zeros(0, np.int16), self.tts.rate, utt.text, utt.turn, True, utt.gen))
             if not got_any:
                 log.debug("no audio for %r", utt.text)
 
     async def _play_loop(self) -> None:
         while True:
             a = await self._audio_q.get()
-            if len(a.pcm):
+            stale = a.gen != self._gen
+            if len(a.pcm) and not stale:
                 if a.turn not in self._first_audio_turns:
                     self._first_audio_turns.add(a.turn)
                     self.bus.emit(FirstAudio())
@@ -140,8 +149,9 @@ class SpeechOutput:
                     self.bus.emit(ErrorEvent(getattr(exc, "code", "audio-output"), str(exc)))
                 self._played_ms += 1000.0 * len(a.pcm) / a.rate
             if a.last_of_text:
-                if a.text:
-                    self.spoken.append(a.text)
+                if a.text and not stale:
+                    self.spoken.append((a.turn, a.text))
+                    del self.spoken[:-50]
                 self.bus.emit(TtsDone(int(self._played_ms)))
                 self._played_ms = 0.0
                 self._done_one()
