@@ -60,13 +60,14 @@ class Events:
 def live(tmp_path, broker):
     procs, feeders = [], []
 
-    def start(capture: np.ndarray, extra_config: str = ""):
+    def start(capture: np.ndarray, extra_config: str = "", env_extra: dict | None = None):
         home = tmp_path / "home"
         feeder, playback = make_alsa_home(home, capture)
         feeders.append(feeder)
         cfg = write_config(tmp_path / "config.toml", broker, tmp_path / "data", extra_config)
         env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
         env.pop("NOTIFY_SOCKET", None)
+        env.update(env_extra or {})
         proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "--config", str(cfg), "run", "--json"],
                                 stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr.log", "w"), text=True, env=env,
                                 cwd=ROOT)
@@ -117,3 +118,31 @@ def test_live_loop_command_and_announcement(live, broker, engines, tmp_path):
 
     text = engines.stt.transcribe(resample(played, 22050, 16000)).text.lower()
     assert "kitchen light" in text and "washing machine" in text, text
+
+
+def test_systemd_notify_ready_after_models_then_watchdog_and_stopping(live, tmp_path):
+    """`voice-agent run` under Type=notify: READY=1 only once models are loaded and warm, watchdog pings from the
+    event loop at WATCHDOG_USEC/2, STOPPING=1 on SIGTERM. The socket is a real unix datagram socket."""
+    import socket
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(120)
+    proc, events, _ = live(silence(1000), env_extra={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
+    messages: list[str] = []
+    while not any(m.startswith("READY=1") or "\nREADY=1" in m for m in messages):
+        messages.append(sock.recv(4096).decode())
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert "models ready" in stderr, "READY=1 came before the models were loaded"
+    assert any("STATUS=loading" in m for m in messages[:-1]), messages
+    pings = 0
+    while pings < 3:
+        if "WATCHDOG=1" in sock.recv(4096).decode():
+            pings += 1
+    proc.send_signal(signal.SIGTERM)
+    rest = []
+    while not any("STOPPING=1" in m for m in rest):
+        rest.append(sock.recv(4096).decode())
+    assert proc.wait(30) == 0
+    sock.close()

@@ -100,7 +100,9 @@ async def build_app(cfg: Config, engines: Engines, speaker: Speaker, *, bus: Eve
         from .mqtt import MqttLink
 
         mqtt = MqttLink(cfg.mqtt, cfg.appliance,
-                        on_announcement=lambda req: loop.call_soon_threadsafe(app.appliance.announce, req))
+                        on_announcement=lambda req: loop.call_soon_threadsafe(app.appliance.announce, req),
+                        outbox_limit=cfg.mqtt.outbox_limit, reconnect_min_s=cfg.mqtt.reconnect_min_s,
+                        reconnect_max_s=cfg.mqtt.reconnect_max_s)
 
     def publish(topic: str, payload: str) -> None:
         if mqtt is None:
@@ -122,7 +124,9 @@ async def build_app(cfg: Config, engines: Engines, speaker: Speaker, *, bus: Eve
     if use_mcp and cfg.mcp_servers:
         from .tools.mcp_tools import McpToolbox
 
-        app.mcp = McpToolbox(cfg.mcp_servers)
+        app.mcp = McpToolbox(cfg.mcp_servers, reserved_names=[t.name for t in registry.specs()],
+                             start_timeout_s=max(m.start_timeout_s for m in cfg.mcp_servers),
+                             call_timeout_s=max(m.call_timeout_s for m in cfg.mcp_servers))
         for tool in await app.mcp.start():
             registry.register(tool)
 

@@ -149,6 +149,12 @@ class MqttConfig:
     """Announcements larger than this are dropped."""
     keepalive_s: int = 30
     """MQTT keepalive."""
+    reconnect_min_s: float = 1.0
+    """First wait before reconnecting to a lost broker; doubles up to `reconnect_max_s`."""
+    reconnect_max_s: float = 30.0
+    """Longest wait between reconnection attempts."""
+    outbox_limit: int = 10000
+    """Messages kept while the broker is unreachable (the oldest are dropped beyond this)."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,10 @@ class McpServerConfig:
     """Its arguments."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment."""
+    start_timeout_s: float = 30.0
+    """Give up on a server that does not finish its handshake within this time."""
+    call_timeout_s: float = 60.0
+    """Give up on a tool call after this long."""
 
 
 @dataclass(frozen=True)
