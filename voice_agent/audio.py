@@ -1,7 +1,7 @@
 """Audio as typed chunks, and WAV input/output with format conversion.
 
 Internally the appliance works on 16 kHz, 16-bit, mono PCM. Anything else is converted on the way in (WAV files of
-other rates, stereo, 8/24/32-bit) or rejected with a clear `AudioFormatError`."""
+other rates, stereo, 8/24/32-bit integer or float, via libsndfile) or rejected with a clear `AudioFormatError`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ RATE = 16000
 WIDTH = 2
 CHANNELS = 1
 CHUNK_SAMPLES = 1280  # 80 ms: openWakeWord's native step, four 20 ms VAD frames
+MAX_SECONDS = 600  # longer recordings are cut: a turn is never this long
 
 
 @dataclass(frozen=True)
@@ -73,42 +74,36 @@ def resample(x: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return y.astype(dtype)
 
 
-def _decode_pcm(raw: bytes, width: int, channels: int) -> np.ndarray:
-    if width == 1:  # unsigned 8-bit
-        x = (np.frombuffer(raw, np.uint8).astype(np.int16) - 128) << 8
-    elif width == 2:
-        x = np.frombuffer(raw, "<i2")
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        v = b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16)
-        v = np.where(v & 0x800000, v - 0x1000000, v)
-        x = (v >> 8).astype(np.int16)
-    elif width == 4:
-        x = (np.frombuffer(raw, "<i4") >> 16).astype(np.int16)
-    else:
-        raise AudioFormatError(f"unsupported sample width {width * 8} bits", code="audio-unsupported-width")
-    if channels > 1:
-        x = x.reshape(-1, channels).astype(np.int32).mean(axis=1).astype(np.int16)
-    return x
-
-
 def decode_wav(data: bytes, name: str = "<audio>") -> AudioClip:
-    """Decode WAV bytes to 16 kHz mono int16, converting rate, channels and width. Raises AudioFormatError."""
+    """Decode WAV bytes (PCM 8/16/24/32-bit or float, any rate, any channels) to 16 kHz mono int16 with libsndfile.
+    Raises AudioFormatError with a message naming the file."""
+    import soundfile as sf
+
     if not data:
         raise AudioFormatError(f"{name}: the file is empty", code="audio-empty")
+    if len(data) < 44 or data[:4] not in (b"RIFF", b"RIFX", b"RF64") or data[8:12] != b"WAVE":
+        raise AudioFormatError(f"{name}: not a WAV file (no RIFF/WAVE header)", code="audio-not-wav")
     try:
-        with wave.open(io.BytesIO(data), "rb") as w:
-            rate, width, channels, frames = w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getnframes()
-            raw = w.readframes(frames)
-    except (wave.Error, EOFError, ValueError) as exc:
-        raise AudioFormatError(f"{name}: not a readable PCM WAV file ({exc})", code="audio-not-wav") from exc
-    if channels < 1 or rate < 4000 or rate > 384000:
-        raise AudioFormatError(f"{name}: implausible header (rate {rate} Hz, {channels} channels)", code="audio-bad-header")
-    usable = len(raw) - len(raw) % (width * channels)
-    if usable == 0:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate, channels = f.samplerate, f.channels
+            if channels < 1 or not 4000 <= rate <= 384000:
+                raise AudioFormatError(f"{name}: implausible header (rate {rate} Hz, {channels} channels)",
+                                       code="audio-bad-header")
+            if f.frames > rate * MAX_SECONDS * 2 and f.frames * channels > 1 << 31:
+                raise AudioFormatError(f"{name}: claims {f.frames} frames, too long", code="audio-too-long")
+            x = f.read(frames=rate * MAX_SECONDS, dtype="float32", always_2d=True)
+    except AudioFormatError:
+        raise
+    except Exception as exc:  # libsndfile reports malformed files in several ways
+        raise AudioFormatError(f"{name}: not a readable WAV file ({exc})", code="audio-not-wav") from exc
+    if x.size == 0:
         raise AudioFormatError(f"{name}: the file holds no audio samples", code="audio-empty")
-    pcm = _decode_pcm(raw[:usable], width, channels)
-    return AudioClip(resample(pcm, rate, RATE))
+    mono = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    mono = np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)  # float WAVs may hold NaN/inf
+    pcm = resample(np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16), rate, RATE)
+    if pcm.size == 0:  # a few samples at a high rate resample to nothing
+        raise AudioFormatError(f"{name}: too short to hold any audio at {RATE} Hz", code="audio-empty")
+    return AudioClip(pcm)
 
 
 def read_wav(path: str | Path) -> AudioClip:

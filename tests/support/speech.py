@@ -88,10 +88,31 @@ def telephone_speech() -> tuple[Path, list[tuple[float, float, str]]]:
     return d / "sample.wav", segs
 
 
+_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
+        "seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def _spell(match) -> str:
+    n = int(match.group())
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10 - 2] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    return match.group()
+
+
+def normalise(text: str) -> str:
+    """Lower case, numbers spelled out ("1-2-3" -> "one two three"), hyphens as spaces."""
+    import re
+
+    return re.sub(r"\d+", _spell, text.lower().replace("-", " "))
+
+
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate after normalisation (jiwer)."""
     import jiwer
 
-    tr = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(),
+    tr = jiwer.Compose([jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip(),
                         jiwer.ReduceToListOfListOfWords()])
-    return jiwer.wer(reference, hypothesis, reference_transform=tr, hypothesis_transform=tr)
+    return jiwer.wer(normalise(reference), normalise(hypothesis), reference_transform=tr, hypothesis_transform=tr)

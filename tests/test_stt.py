@@ -1,0 +1,67 @@
+"""Speech recognition accuracy on real human speech (not synthetic), and audio input of every common WAV format."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from support.speech import real_speech, telephone_speech, wer
+from voice_agent.audio import decode_wav, read_wav
+from voice_agent.errors import AudioFormatError
+
+
+def test_wer_on_real_recordings(engines):
+    refs, hyps = [], []
+    for wav, ref in real_speech():
+        hyps.append(engines.stt.transcribe(read_wav(wav).pcm, biased=False).text)
+        refs.append(ref)
+    score = wer(" ".join(refs), " ".join(hyps))
+    print(f"\nWER on pytest-audioeval English recordings ({len(refs)} files): {score:.3f}")
+    assert score <= 0.10, list(zip(refs, hyps))
+
+
+def test_wer_on_real_telephone_conversation(engines):
+    """30 s of two-speaker telephone speech (pyannote's sample) with its timed reference transcript."""
+    wav, segments = telephone_speech()
+    pcm = read_wav(wav).pcm
+    refs, hyps = [], []
+    for start, end, text in segments:
+        hyps.append(engines.stt.transcribe(pcm[int(start * 16000): int(end * 16000) + 1600], biased=False).text)
+        refs.append(text)
+    score = wer(" ".join(refs), " ".join(hyps))
+    print(f"\nWER on the telephone conversation ({len(segments)} segments): {score:.3f}")
+    assert score <= 0.35, list(zip(refs, hyps))
+
+
+@pytest.mark.parametrize("sox_args", [["-r", "44100", "-c", "2", "-b", "16"], ["-r", "8000", "-b", "8"],
+                                      ["-r", "48000", "-b", "24"], ["-r", "16000", "-e", "float", "-b", "32"],
+                                      ["-r", "22050", "-c", "2", "-b", "32"]],
+                         ids=["44k-stereo", "8k-8bit", "48k-24bit", "float32", "22k-stereo-32bit"])
+def test_other_wav_formats_are_converted(tmp_path, engines, sox_args):
+    src = tmp_path / "src.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(src), "turn off the kitchen lights"], check=True)
+    out = tmp_path / "conv.wav"
+    subprocess.run(["sox", str(src), *sox_args, str(out)], check=True)
+    clip = read_wav(out)
+    assert clip.rate == 16000 and clip.pcm.dtype == np.int16 and 1.0 < clip.duration_s < 3.0
+    assert "kitchen" in engines.stt.transcribe(clip.pcm).text.lower()
+
+
+@pytest.mark.parametrize("data,code", [(b"", "audio-empty"), (b"hello world, not audio" * 3, "audio-not-wav"),
+                                       (b"RIFF\x24\x00\x00\x00WAVEfmt ", "audio-not-wav")])
+def test_bad_audio_is_rejected_with_a_code(data, code):
+    with pytest.raises(AudioFormatError) as err:
+        decode_wav(data, "x.wav")
+    assert err.value.code == code and "x.wav" in err.value.message
+
+
+def test_cli_rejects_bad_audio_clearly_and_keeps_going(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEjunk")
+    proc = subprocess.run([sys.executable, "-m", "voice_agent.cli", "transcribe", str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "error [audio-not-wav]" in proc.stderr and "Traceback" not in proc.stderr
