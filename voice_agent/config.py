@@ -9,7 +9,6 @@ import dataclasses
 import os
 import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -306,6 +305,31 @@ def _check(cfg: Config, b: _Builder) -> None:
         ("vad.pre_roll_ms", 0, 2000, cfg.vad.pre_roll_ms),
         ("mqtt.port", 1, 65535, cfg.mqtt.port),
         ("mqtt.max_payload_bytes", 16, 1 << 20, cfg.mqtt.max_payload_bytes),
+        # durations, counts and rates that would misbehave at run time (a 0 s retry is a busy loop, a negative
+        # keepalive crashes the MQTT client, a 0 timeout fails every request, a 0 beam decodes nothing)
+        ("audio.gate_tail_ms", 0, 10_000, cfg.audio.gate_tail_ms),
+        ("audio.follow_up_s", 0, 120, cfg.audio.follow_up_s),
+        ("audio.device_retry_s", 0.05, 3600, cfg.audio.device_retry_s),
+        ("vad.early_pause_ms", 0, 5000, cfg.vad.early_pause_ms),
+        ("vad.no_speech_timeout_s", 0.1, 600, cfg.vad.no_speech_timeout_s),
+        ("vad.max_utterance_s", 0.5, 600, cfg.vad.max_utterance_s),
+        ("stt.beam_size", 1, 20, cfg.stt.beam_size),
+        ("stt.threads", 1, 256, cfg.stt.threads),
+        ("tts.length_scale", 0.1, 10, cfg.tts.length_scale),
+        ("llm.connect_timeout_s", 0.01, 3600, cfg.llm.connect_timeout_s),
+        ("llm.timeout_s", 0.01, 3600, cfg.llm.timeout_s),
+        ("llm.max_tokens", 1, 1 << 20, cfg.llm.max_tokens),
+        ("llm.temperature", 0, 10, cfg.llm.temperature),
+        ("llm.max_tool_rounds", 0, 50, cfg.llm.max_tool_rounds),
+        ("mqtt.keepalive_s", 1, 65535, cfg.mqtt.keepalive_s),
+        ("mqtt.reconnect_min_s", 0.01, 3600, cfg.mqtt.reconnect_min_s),
+        ("mqtt.reconnect_max_s", cfg.mqtt.reconnect_min_s, 86400, cfg.mqtt.reconnect_max_s),
+        ("mqtt.outbox_limit", 1, 10_000_000, cfg.mqtt.outbox_limit),
+        ("safety.money_threshold", 0, 1e12, cfg.safety.money_threshold),
+        ("safety.confirm_timeout_s", 0.5, 600, cfg.safety.confirm_timeout_s),
+        ("appliance.transcript_retention_days", 0, 36500, cfg.appliance.transcript_retention_days),
+        *((f"mcp_servers[{i}].start_timeout_s", 0.1, 3600, m.start_timeout_s) for i, m in enumerate(cfg.mcp_servers)),
+        *((f"mcp_servers[{i}].call_timeout_s", 0.1, 86400, m.call_timeout_s) for i, m in enumerate(cfg.mcp_servers)),
     ):
         if not lo <= val <= hi:
             raise b.fail(key, f"must be between {lo} and {hi}, got {val}")
@@ -358,5 +382,3 @@ def load_config(path: str | Path | None = None) -> Config:
             return load_config(p)
     return parse_config(default_text(), "<embedded default>")
 
-
-_ = types  # keep import for typing.get_type_hints on PEP 604 unions

@@ -50,9 +50,7 @@ class ModelEntry:
 
 
 def _manifest_path() -> Path:
-    here = Path(__file__).resolve().parent.parent / "models" / "manifest.toml"
-    if here.is_file():
-        return here
+    # voice_agent/data/manifest.toml is a link to models/manifest.toml, so wheels carry the manifest too
     return Path(str(resources.files("voice_agent").joinpath("data/manifest.toml")))
 
 
