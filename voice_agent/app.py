@@ -25,6 +25,7 @@ from .tools.base import ToolRegistry
 from .tools.devices import device_tools
 from .tools.timers import CancelTimer, StartTimer, TimerService, TimerStatus
 from .tts import Synthesizer
+from .vad import make_vad
 from .wake import WakeWordDetector
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,10 @@ def load_engines(cfg: Config, *, wake: bool = True, progress: Progress = lambda 
         stt.warm()
         tts.warm()
         intents.understand("turn on the light")  # hassil compiles its templates on first use
+    progress(f"loading voice activity detection ({cfg.vad.engine})")
+    vad = make_vad(cfg.vad)
     progress(f"models ready in {time.perf_counter() - t:.1f} s")
-    return Engines(stt=stt, tts=tts, intents=intents, wake=detector)
+    return Engines(stt=stt, tts=tts, intents=intents, wake=detector, vad=vad)
 
 
 @dataclass

@@ -62,15 +62,15 @@ class WakeConfig:
 
 @dataclass(frozen=True)
 class VadConfig:
-    engine: str = "webrtc"
-    """Voice activity detector: webrtc."""
+    engine: str = "silero"
+    """Voice activity detector: silero (default, chosen by measurement) or webrtc."""
     aggressiveness: int = 2
     """webrtcvad aggressiveness 0..3 (3 filters the most non-speech)."""
-    end_silence_ms: int = 500
+    end_silence_ms: int = 300
     """Silence that ends an utterance."""
     pre_roll_ms: int = 300
     """Audio kept from before speech was detected, so the first syllable is not lost."""
-    early_pause_ms: int = 250
+    early_pause_ms: int = 150
     """Start transcribing at a pause this long; the result is kept if the user stays silent."""
     no_speech_timeout_s: float = 5.0
     """Give up listening when nobody speaks this long after the wake word."""
@@ -333,8 +333,8 @@ def _check(cfg: Config, b: _Builder) -> None:
     ):
         if not lo <= val <= hi:
             raise b.fail(key, f"must be between {lo} and {hi}, got {val}")
-    if cfg.vad.engine not in ("webrtc",):
-        raise b.fail("vad.engine", f"must be webrtc, got {cfg.vad.engine!r}")
+    if cfg.vad.engine not in ("silero", "webrtc"):
+        raise b.fail("vad.engine", f"must be silero or webrtc, got {cfg.vad.engine!r}")
     if cfg.stt.model not in ("tiny.en", "base", "small"):
         raise b.fail("stt.model", f"must be tiny.en, base or small, got {cfg.stt.model!r}")
     for tool, decision in cfg.safety.overrides.items():

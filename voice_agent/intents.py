@@ -4,6 +4,7 @@ device and room names from the config. No model, a few milliseconds per sentence
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,16 +38,28 @@ class LocalResult:
     slots: dict[str, Any] = field(default_factory=dict)
 
 
-_WAKE_PREFIX = re.compile(r"^\s*(hey|hi|okay|ok|a)[\s,]+\w+[\s,.!]+", re.I)
-
-
 def strip_wake_phrase(text: str, wake_model: str = "hey_jarvis") -> str:
-    """Remove a leaked wake phrase ("Hey Jarvis, ...") from the start of a transcript."""
-    words = wake_model.replace("_", " ")
-    t = re.sub(rf"^\s*{re.escape(words)}[\s,.!]*", "", text, flags=re.I)
-    if t == text and _WAKE_PREFIX.match(text) and len(text.split()) > 3:
-        t = _WAKE_PREFIX.sub("", text, count=1)
-    return t.strip()
+    """Remove the wake phrase from the start of a transcript. The utterance deliberately includes audio from just
+    before the wake word fired (so the first words of the command are kept), so Whisper often hears some or all of
+    it: "Hey Jarvis, turn off…", "Jarvis, turn off…", "Hey, Jervis. Turn off…", "vis, turn off…"."""
+    words = text.split()
+    target = wake_model.replace("_", " ").lower()
+    tail = target.split()[-1]
+    best, best_k = 0.0, 0
+    for k in (1, 2, 3):
+        if len(words) < k:
+            break
+        head = " ".join(words[:k])
+        plain = re.sub(r"[^a-z ]", "", head.lower()).strip()
+        if not plain:
+            continue
+        score = max(difflib.SequenceMatcher(None, plain, target).ratio(),
+                    difflib.SequenceMatcher(None, plain.split()[-1], tail).ratio())
+        if not re.search(r"[,.!?:;]$", head):
+            score -= 0.25  # Whisper nearly always ends a wake phrase with punctuation
+        if score > best:
+            best, best_k = score, k
+    return " ".join(words[best_k:]).strip() if best >= 0.5 else text.strip()
 
 
 class LocalIntents:
@@ -95,6 +108,12 @@ class LocalIntents:
             examples.append(f"Open the {first['cover']}. Close the {first['cover']}.")
         examples += ["Set a timer for 10 minutes.", "What time is it?", "Buy more coffee.", "Yes, confirm."]
         return " ".join(examples) + " Devices: " + ", ".join(self.vocabulary()) + "."
+
+    def mentions_home(self, text: str) -> bool:
+        """Does the text use a word of the device or room names (e.g. "light", "garage")?"""
+        stop = {"the", "a", "an", "of", "room"}
+        vocab = {w for name in self.vocabulary() for w in name.lower().split()} - stop
+        return bool(vocab & set(re.findall(r"[a-z]+", text.lower())))
 
     def vocabulary(self) -> list[str]:
         return [n for d in self.devices for n in (d.name, *d.aliases)] + sorted({d.room for d in self.devices if d.room})

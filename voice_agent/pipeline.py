@@ -27,13 +27,14 @@ from .speech import SpeechOutput
 from .stt import SttResult, Transcriber
 from .tools.base import ToolCall, ToolResult
 from .tts import Synthesizer
-from .vad import Endpointer, Signal
+from .vad import Endpointer, FrameVad, Signal
 from .wake import WakeWordDetector
 
 log = logging.getLogger(__name__)
 
-NO_LLM_REPLY = ("I can't reach my language model right now, so I can only do home commands like lights, locks, "
-                "the thermostat and timers.")
+NO_LLM_REPLY = ("Sorry, my language model isn't reachable. I can still do home commands like lights, locks, the "
+                "thermostat and timers.")  # a short first sentence: Piper speaks it while the rest is synthesised
+WAKE_PRIME_MS = 800
 NOT_UNDERSTOOD = "Sorry, I didn't catch that."
 
 
@@ -45,6 +46,7 @@ class Engines:
     tts: Synthesizer
     intents: LocalIntents
     wake: WakeWordDetector | None
+    vad: FrameVad | None = None
 
 
 class Appliance:
@@ -53,7 +55,8 @@ class Appliance:
         self.cfg, self.engines, self.bus, self.executor, self.agent, self.audit = cfg, engines, bus, executor, agent, audit
         self.wake_enabled = wake_enabled and engines.wake is not None
         self.speech = SpeechOutput(engines.tts, speaker, bus, self._on_speaking)
-        self.endpointer = Endpointer(cfg.vad)
+        self.endpointer = Endpointer(cfg.vad, vad=engines.vad)
+        self._recent: collections.deque[bytes] = collections.deque(maxlen=WAKE_PRIME_MS // 80 + 1)
         self.state = ""
         self._mode = "wake" if self.wake_enabled else "listen"
         self._turn = 0
@@ -103,6 +106,7 @@ class Appliance:
         det = None
         if self.wake_enabled or (self.cfg.audio.barge_in and self.engines.wake is not None):
             det = await asyncio.to_thread(self.engines.wake.process, chunk.audio)
+        self._recent.append(chunk.audio)
         if self._mode == "busy" or self.speech.busy or time.monotonic() < self._gate_until:
             if det is not None and self.cfg.audio.barge_in and self.speech.busy:
                 self._barge_in(det.model, det.score)
@@ -110,7 +114,8 @@ class Appliance:
         if self._mode == "wake":
             if det is not None:
                 self.bus.emit(Wake(det.model, round(det.score, 3)))
-                self._listen(self.cfg.vad.no_speech_timeout_s)
+                # the command often starts before the detector fires: keep what was just heard as pre-roll
+                self._listen(self.cfg.vad.no_speech_timeout_s, prime=b"".join(self._recent))
             return
         fed_at = self.bus.now_ms()
         self._fed.append((self.endpointer.stream_ms, fed_at))
@@ -124,9 +129,9 @@ class Appliance:
                 return wall + (stream_ms - start)
         return self.bus.now_ms()
 
-    def _listen(self, timeout_s: float | None) -> None:
+    def _listen(self, timeout_s: float | None, prime: bytes = b"") -> None:
         self._mode = "listen"
-        self.endpointer.reset(timeout_s if timeout_s is not None else 0)
+        self.endpointer.reset(timeout_s if timeout_s is not None else 0, prime=prime, prime_ms=WAKE_PRIME_MS)
         self._fed.clear()
         self._early = None
         self._set_state("awaiting_confirmation" if self.executor.pending else "listening")
@@ -243,9 +248,9 @@ class Appliance:
     async def _understand(self, text: str, audio: bytes, turn: int) -> None:
         t0 = time.perf_counter()
         local = self.engines.intents.understand(text)
-        if local is None and self.agent is not None:
-            # Not a home command: the home-biased transcript may have pulled words toward device names, so the
-            # language model gets an unbiased transcription instead.
+        if local is None and self.agent is not None and self.engines.intents.mentions_home(text):
+            # Not a home command, yet it names parts of the home: the home-biased prompt may have pulled words
+            # toward device names, so the language model gets an unbiased transcription instead.
             result = await asyncio.to_thread(self.engines.stt.transcribe, audio, False)
             if self._clean(result.text) and self._clean(result.text) != text:
                 text = self._clean(result.text)
