@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer commands and a shorter CPU window")
     p.add_argument("--no-reference", action="store_true", help="skip the Wyoming reference")
     p.add_argument("--update-readme", action="store_true", help="rewrite the results table in README.md")
+    p.add_argument("--vad-sweep", action="store_true",
+                   help="also compare VADs and end-of-speech silences (words cut off against latency)")
+    p.add_argument("--llm-sweep", action="store_true",
+                   help="also measure first audio against the LLM server's time to first token")
     return ap
 
 
