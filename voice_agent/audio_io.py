@@ -133,6 +133,7 @@ class SoundDeviceSpeaker:
         self._stream = None
         self._rate = 0
         self._stopped = False
+        self._warned = False
         self.played_samples = 0
 
     def _open(self, rate: int):
@@ -152,14 +153,23 @@ class SoundDeviceSpeaker:
         return self._stream
 
     async def play(self, pcm: np.ndarray, rate: int) -> None:
+        """Play, or — with no usable device — log once and drop the audio; every call tries the device again, so
+        a speaker plugged in later is picked up."""
         self._stopped = False
-        stream = await asyncio.to_thread(self._open, rate)
-        step = rate // 10  # write 100 ms at a time so stop() takes effect quickly
-        for i in range(0, len(pcm), step):
-            if self._stopped:
-                return
-            await asyncio.to_thread(stream.write, np.ascontiguousarray(pcm[i : i + step]))
-            self.played_samples += len(pcm[i : i + step])
+        try:
+            stream = await asyncio.to_thread(self._open, rate)
+            step = rate // 10  # write 100 ms at a time so stop() takes effect quickly
+            for i in range(0, len(pcm), step):
+                if self._stopped:
+                    return
+                await asyncio.to_thread(stream.write, np.ascontiguousarray(pcm[i : i + step]))
+                self.played_samples += len(pcm[i : i + step])
+            self._warned = False
+        except Exception as exc:  # AudioDeviceError from _open, PortAudioError when unplugged mid-write
+            self.close()
+            if not self._warned:
+                self._warned = True
+                log.warning("playback device unavailable (%s); speech is dropped until it is back", exc)
 
     async def drain(self) -> None:
         return None  # stream.write blocks until the device accepted the audio

@@ -11,7 +11,7 @@ from importlib import resources
 
 from .app import build_app, json_printer, load_engines
 from .audio import read_wav
-from .audio_io import CollectingSpeaker, FileSource, SoundDeviceSource, SoundDeviceSpeaker
+from .audio_io import FileSource, SoundDeviceSource, SoundDeviceSpeaker
 from .config import Config
 from .errors import AudioDeviceError
 from .events import Stamped
@@ -50,9 +50,9 @@ async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool 
     notifier.status("loading models")
     engines = load_engines(cfg, wake=wake_enabled, progress=lambda m: (_say(f"… {m}"), notifier.status(m)))
     out_ok, out_name = has_device("output", cfg.audio.output_device)
-    speaker = SoundDeviceSpeaker(cfg.audio.output_device) if out_ok else CollectingSpeaker(realtime=True, rate=engines.tts.rate)
+    speaker = SoundDeviceSpeaker(cfg.audio.output_device)  # retries the device on every reply
     if not out_ok:
-        _say(f"no playback device ({out_name}); replies are synthesised but not played")
+        _say(f"no playback device ({out_name}); replies are synthesised but not played until one appears")
     app = await build_app(cfg, engines, speaker, wake_enabled=wake_enabled)
     app.bus.subscribe(json_printer(sys.stdout) if json_events else _human)
     stop = asyncio.Event()
