@@ -59,27 +59,25 @@ def _fetch_wheel(package: str) -> Path:
     return found[0]
 
 
+def _unpacked(package: str, folder: str) -> Path:
+    """`folder` from inside the wheel of `package` (downloaded once from PyPI), unpacked into the cache."""
+    out_dir = CACHE / package.split("==")[0]
+    with zipfile.ZipFile(_fetch_wheel(package)) as z:
+        for name in z.namelist():
+            if name.startswith(folder):
+                z.extract(name, out_dir)
+    return out_dir / folder
+
+
 def real_speech() -> list[tuple[Path, str]]:
     """Real human English speech with reference transcripts: pytest-audioeval's samples (MIT)."""
-    whl = _fetch_wheel("pytest-audioeval==0.1.3")
-    out_dir = CACHE / "audioeval"
-    with zipfile.ZipFile(whl) as z:
-        for name in z.namelist():
-            if name.startswith("pytest_audioeval/samples/audio/en/"):
-                z.extract(name, out_dir)
-    en = out_dir / "pytest_audioeval/samples/audio/en"
+    en = _unpacked("pytest-audioeval==0.1.3", "pytest_audioeval/samples/audio/en/")
     return [(w, w.with_suffix(".txt").read_text().strip()) for w in sorted(en.glob("*.wav"))]
 
 
 def telephone_speech() -> tuple[Path, list[tuple[float, float, str]]]:
     """pyannote-audio's 30 s two-speaker telephone recording and its timed reference (sample.stm)."""
-    whl = _fetch_wheel("pyannote-audio==4.0.7")
-    out_dir = CACHE / "pyannote"
-    with zipfile.ZipFile(whl) as z:
-        for name in z.namelist():
-            if name.startswith("pyannote/audio/sample/"):
-                z.extract(name, out_dir)
-    d = out_dir / "pyannote/audio/sample"
+    d = _unpacked("pyannote-audio==4.0.7", "pyannote/audio/sample/")
     segs = []
     for line in (d / "sample.stm").read_text().splitlines():
         parts = line.split(maxsplit=5)
