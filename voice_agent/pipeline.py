@@ -279,9 +279,11 @@ class Appliance:
         self.bus.emit(IntentMatched("llm", "llm", int((time.perf_counter() - t0) * 1000)))
         stops: list[ToolResult] = []
         self._llm_turn = (text, stops)
+        said = 0
         try:
             async with contextlib.aclosing(self.agent.respond(text)) as sentences:  # a barge-in closes the stream
                 async for sentence in sentences:
+                    said += bool(sentence.strip())
                     self.say(sentence)
         except LlmError as exc:
             self.bus.emit(ErrorEvent(exc.code, exc.message))
@@ -290,6 +292,8 @@ class Appliance:
             return
         for result in stops:
             self.say(result.text)
+        if not said and not stops:  # the model ended without a word (e.g. after a failed tool call)
+            self.say("Sorry, I couldn't do that.")
 
     async def execute_llm_call(self, call: ToolCall) -> ToolResult:
         """The LLM agent's way to act: through the executor, with the words of the turn in progress."""
@@ -317,6 +321,12 @@ class Appliance:
             self.bus.emit(StateChanged(state))
 
     # ---- announcements ---------------------------------------------------------------------------------------
+    def _in_conversation(self) -> bool:
+        if self._mode == "busy" or self.speech.busy:
+            return True
+        # listening after the wake word, for a follow-up or a confirmation, or the user is mid-sentence
+        return self._mode == "listen" and (self.wake_enabled or self.endpointer.in_speech)
+
     def announce(self, req: AnnouncementRequest) -> None:
         """Queue an announcement (thread-safe callers use loop.call_soon_threadsafe). It is only ever spoken."""
         self._announcements.put_nowait(req)
@@ -324,8 +334,8 @@ class Appliance:
     async def _announcement_loop(self) -> None:
         while True:
             req = await self._announcements.get()
-            if req.priority != "urgent":
-                while self._mode == "busy" or self.speech.busy:
+            if req.priority != "urgent":  # queued behind a conversation: never talk over the user
+                while self._in_conversation():
                     await asyncio.sleep(0.05)
             self.bus.emit(Announcement(req.text, req.priority))
             self._turn += 1

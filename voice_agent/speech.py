@@ -44,7 +44,7 @@ class SpeechOutput:
         self._pending = 0  # utterances queued or in flight
         self._idle = asyncio.Event()
         self._idle.set()
-        self._first_audio_turns: set[int] = set()
+        self._first_audio_turn = -1  # turn numbers only grow: FirstAudio once per turn
         self._tasks: list[asyncio.Task] = []
         self.spoken: list[tuple[int, str]] = []  # (turn, text) fully played, for the history after a barge-in
         self._gen = 0
@@ -139,8 +139,8 @@ class SpeechOutput:
             a = await self._audio_q.get()
             stale = a.gen != self._gen
             if len(a.pcm) and not stale:
-                if a.turn not in self._first_audio_turns:
-                    self._first_audio_turns.add(a.turn)
+                if a.turn > self._first_audio_turn:
+                    self._first_audio_turn = a.turn
                     self.bus.emit(FirstAudio())
                 self.on_speaking(True)
                 try:

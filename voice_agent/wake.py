@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ModelError
-from .models import model_file
+from .models import model_file, verify
 
 WAKE_MODELS = ("hey_jarvis", "alexa", "hey_mycroft", "hey_rhasspy", "okay_nabu")
 
@@ -25,6 +25,7 @@ class WakeWordDetector:
                              code="model-unknown", fix="set wake.model in the config")
         from pyopen_wakeword import OpenWakeWord, OpenWakeWordFeatures
 
+        verify("openwakeword")  # a corrupt .tflite may load and simply never fire
         try:
             self._features = OpenWakeWordFeatures(
                 melspectrogram_model=model_file("openwakeword", "melspectrogram.tflite"),
