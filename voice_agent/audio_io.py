@@ -15,6 +15,7 @@ from .audio import CHUNK_SAMPLES, RATE, AudioChunk, AudioClip, resample, silence
 from .errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
+STALL_S = 5.0  # a capture stream silent this long (no blocks at all) is reopened
 
 
 class AudioSource(Protocol):
@@ -112,7 +113,11 @@ class SoundDeviceSource:
         pos = 0
         try:
             while True:
-                block = await queue.get()
+                try:
+                    block = await asyncio.wait_for(queue.get(), STALL_S)
+                except asyncio.TimeoutError:
+                    raise AudioDeviceError(f"no audio from the capture device for {STALL_S:g} s",
+                                           code="audio-device-stalled") from None
                 if block is None:
                     raise AudioDeviceError("the capture device stopped (unplugged?)", code="audio-device-lost")
                 pending = np.concatenate([pending, resample(block, rate, RATE)])
