@@ -42,8 +42,8 @@ class FileSource:
         for clip in self.clips:
             padded = AudioClip(np.concatenate([clip.pcm, silence(self.tail_ms)]))
             for chunk in padded.chunks(CHUNK_SAMPLES, 1000.0 * self.samples_fed / RATE):
-                if not self.fast:
-                    delay = t0 + self.samples_fed / RATE - time.monotonic()
+                if not self.fast:  # handed over when its last sample is "captured", as a microphone does
+                    delay = t0 + (self.samples_fed + chunk.samples) / RATE - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 self.samples_fed += chunk.samples

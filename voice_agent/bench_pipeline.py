@@ -1,9 +1,9 @@
 """Our side of the benchmark: the spoken commands through the FULL in-process appliance (wake word on, audio fed at
 microphone pace, the real speaker timing), with every figure read from the appliance's own event stream.
 
-End of speech is the TRUE one (from the clean signal), mapped onto the clock the appliance saw: FileSource hands a
-chunk over when its first sample is due, a microphone when its last one is captured, so a sample at offset τ in a
-chunk yielded at wall time y was "spoken" at y − 80 ms + τ. The appliance's own `speech_end` stamp (its VAD's
+End of speech is the TRUE one (from the clean signal), mapped onto the clock the appliance saw: FileSource, like a
+microphone, hands a chunk over when its last sample is captured, so a sample at offset τ in a chunk yielded at wall
+time y was "spoken" at y − 80 ms + τ. The appliance's own `speech_end` stamp (its VAD's
 estimate) is reported beside it."""
 
 from __future__ import annotations

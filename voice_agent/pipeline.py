@@ -117,13 +117,13 @@ class Appliance:
                 # the command often starts before the detector fires: keep what was just heard as pre-roll
                 self._listen(self.cfg.vad.no_speech_timeout_s, prime=b"".join(self._recent))
             return
-        fed_at = self.bus.now_ms()
-        self._fed.append((self.endpointer.stream_ms, fed_at))
+        # a microphone hands a chunk over once its last sample is captured: its first sample was heard earlier
+        self._fed.append((self.endpointer.stream_ms, self.bus.now_ms() - chunk.duration_ms))
         for ep in self.endpointer.process(chunk.audio):
             self._on_endpoint(ep.signal, self._wall_ms(ep.stream_ms))
 
     def _wall_ms(self, stream_ms: float) -> float:
-        """Wall-clock time (bus ms) at which the audio at endpointer position `stream_ms` was fed."""
+        """Wall-clock time (bus ms) at which the audio at endpointer position `stream_ms` was heard."""
         for start, wall in reversed(self._fed):
             if start <= stream_ms:
                 return wall + (stream_ms - start)
