@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .announcements import AnnouncementRequest
 from .audio_io import Speaker
@@ -66,7 +66,6 @@ class App:
     mqtt: object | None = None
     llm_client: object | None = None
     mcp: object | None = None
-    closers: list[Callable] = field(default_factory=list)
 
     async def aclose(self) -> None:
         await self.appliance.stop()
@@ -154,8 +153,22 @@ async def build_app(cfg: Config, engines: Engines, speaker: Speaker, *, bus: Eve
 
 
 def json_printer(stream) -> Callable[[Stamped], None]:
+    """One JSON event per line (`--json`)."""
     def emit(s: Stamped) -> None:
         stream.write(json.dumps(s.to_dict()) + "\n")
+        stream.flush()
+
+    return emit
+
+
+def human_printer(stream) -> Callable[[Stamped], None]:
+    """One readable line per event: time, type, fields (state changes and TTS bookkeeping left out)."""
+    def emit(s: Stamped) -> None:
+        d = s.to_dict()
+        kind, t = d.pop("type"), d.pop("t_ms")
+        if kind in ("state", "tts_done"):
+            return
+        stream.write(f"{t / 1000:8.2f}s  {kind:<22} " + ", ".join(f"{k}={v!r}" for k, v in d.items()) + "\n")
         stream.flush()
 
     return emit

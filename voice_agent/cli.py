@@ -38,19 +38,9 @@ def _progress(msg: str) -> None:
     print(f"… {msg}", file=sys.stderr, flush=True)
 
 
-def _human(stamped) -> None:
-    d = stamped.to_dict()
-    kind = d.pop("type")
-    t = d.pop("t_ms")
-    if kind == "state":
-        return
-    detail = ", ".join(f"{k}={v!r}" for k, v in d.items())
-    print(f"{t / 1000:7.2f}s  {kind:<22} {detail}", flush=True)
-
-
 # ---- commands -------------------------------------------------------------------------------------------------
 def cmd_process(args) -> int:
-    from .app import build_app, json_printer, load_engines
+    from .app import build_app, human_printer, json_printer, load_engines
     from .audio import read_wav, write_wav
     from .audio_io import CollectingSpeaker, FileSource
 
@@ -62,7 +52,7 @@ def cmd_process(args) -> int:
         speaker = CollectingSpeaker(realtime=not args.fast, rate=engines.tts.rate)
         app = await build_app(cfg, engines, speaker, wake_enabled=not args.no_wake, use_mqtt=not args.no_mqtt,
                               use_llm=not args.no_llm)
-        app.bus.subscribe(json_printer(sys.stdout) if args.json else _human)
+        app.bus.subscribe(json_printer(sys.stdout) if args.json else human_printer(sys.stdout))
         if app.mqtt is not None:
             app.mqtt.wait_connected(2.0)
         try:

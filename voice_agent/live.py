@@ -9,12 +9,11 @@ import signal
 import sys
 from importlib import resources
 
-from .app import build_app, json_printer, load_engines
+from .app import build_app, human_printer, json_printer, load_engines
 from .audio import read_wav
 from .audio_io import FileSource, SoundDeviceSource, SoundDeviceSpeaker
 from .config import Config
 from .errors import AudioDeviceError
-from .events import Stamped
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +34,6 @@ def has_device(kind: str, device: str) -> tuple[bool, str]:
         return False, str(exc) or f"no {kind} device"
 
 
-def _human(s: Stamped) -> None:
-    d = s.to_dict()
-    kind, t = d.pop("type"), d.pop("t_ms")
-    if kind in ("state", "tts_done"):
-        return
-    print(f"{t / 1000:8.2f}s  {kind:<22} " + ", ".join(f"{k}={v!r}" for k, v in d.items()), flush=True)
-
-
 async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool = False) -> int:
     from .service import Notifier
 
@@ -54,7 +45,7 @@ async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool 
     if not out_ok:
         _say(f"no playback device ({out_name}); replies are synthesised but not played until one appears")
     app = await build_app(cfg, engines, speaker, wake_enabled=wake_enabled)
-    app.bus.subscribe(json_printer(sys.stdout) if json_events else _human)
+    app.bus.subscribe(json_printer(sys.stdout) if json_events else human_printer(sys.stdout))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

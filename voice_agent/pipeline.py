@@ -179,22 +179,20 @@ class Appliance:
         self._mode = "busy"
         self._ready.clear()
         self._turn += 1
-        self._turn_task = asyncio.create_task(self._run_turn(self._turn, audio, early), name=f"turn-{self._turn}")
+        self._turn_task = asyncio.create_task(self._run_turn(audio, early), name=f"turn-{self._turn}")
 
-    async def _run_turn(self, turn: int, audio: bytes | None, early: asyncio.Task | None) -> None:
+    async def _run_turn(self, audio: bytes | None, early: asyncio.Task | None) -> None:
         try:
             self._set_state("thinking")
             self.executor.new_turn()
             if audio is None:
                 await self._respond_to_confirmation(None)
             else:
-                text = await self._transcribe(audio, early)
-                if text is None:
-                    pass
-                elif self.executor.pending is not None:
+                text = await self._transcribe(audio, early)  # None: nothing usable was heard (already said so)
+                if text is not None and self.executor.pending is not None:
                     await self._respond_to_confirmation(text)
-                else:
-                    await self._understand(text, audio, turn)
+                elif text is not None:
+                    await self._understand(text, audio)
             await self.speech.wait_idle()
         except asyncio.CancelledError:
             raise
@@ -245,7 +243,7 @@ class Appliance:
         self.say(result.text)
         await self.speech.wait_idle()
 
-    async def _understand(self, text: str, audio: bytes, turn: int) -> None:
+    async def _understand(self, text: str, audio: bytes) -> None:
         t0 = time.perf_counter()
         local = self.engines.intents.understand(text)
         if local is None and self.agent is not None and self.engines.intents.mentions_home(text):
