@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from .agent import STOP_STATUSES
 from .announcements import AnnouncementRequest
 from .audio import AudioChunk
 from .audio_io import AudioSource, Speaker
@@ -250,8 +251,9 @@ class Appliance:
             # Not a home command, yet it names parts of the home: the home-biased prompt may have pulled words
             # toward device names, so the language model gets an unbiased transcription instead.
             result = await asyncio.to_thread(self.engines.stt.transcribe, audio, False)
-            if self._clean(result.text) and self._clean(result.text) != text:
-                text = self._clean(result.text)
+            unbiased = self._clean(result.text)
+            if unbiased and unbiased != text:
+                text = unbiased
                 self.bus.emit(Transcript(text, int(result.seconds * 1000), False))
             local = self.engines.intents.understand(text)
         if local is not None:
@@ -297,7 +299,7 @@ class Appliance:
         """The LLM agent's way to act: through the executor, with the words of the turn in progress."""
         text, stops = self._llm_turn
         result = await self.executor.execute(call, text)
-        if result.status in ("pending_confirmation", "denied", "cancelled"):
+        if result.status in STOP_STATUSES:  # the agent ends its turn on these; we speak their text
             stops.append(result)
         return result
 
