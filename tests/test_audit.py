@@ -350,9 +350,12 @@ def test_transcripts_can_be_kept_off(tmp_path: Path) -> None:
         i = log.propose(TESLA, "confirm", 0.97, ["costs money"], "buy a tesla", summary="buy a Tesla")
         log.finish(i, "cancelled", "you said no", confirmation="no way")
         [e] = log.recent()
-        assert (e.user_request, e.confirmation, e.summary, e.status) == ("", "", "buy a Tesla", "cancelled")
+        # retention 0: nothing personal is stored (issue 11): not what was said, not the answer, not the
+        # arguments, summary, outcome or reasons; the skeleton (tool, decision, status) stays
+        assert (e.user_request, e.confirmation, e.summary, e.outcome, e.arguments, e.reasons) == ("", "", "", "", {}, ())
+        assert (e.tool, e.decision, e.status) == (TESLA.name, "confirm", "cancelled")
     raw = on_disk(tmp_path / "audit.sqlite3")
-    assert b"buy a tesla" not in raw and b"no way" not in raw
+    assert b"buy a tesla" not in raw.lower() and b"no way" not in raw and b"costs money" not in raw
 
 
 def on_disk(db: Path) -> bytes:

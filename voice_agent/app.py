@@ -22,6 +22,8 @@ from .events import EventBus, StateChanged, Stamped
 from .executor import Executor
 from .intents import LocalIntents
 from .pipeline import Appliance, Engines
+from .privacy import EventView, Redactor
+from .privacy.retention import RetentionKeeper
 from .safety import RiskClassifier
 from .session import Session
 from .stt import Transcriber
@@ -74,8 +76,10 @@ class Household:
     mqtt: object | None = None
     llm_client: object | None = None
     mcp: object | None = None
-    announce: Callable[[AnnouncementRequest], None] = lambda req: log.info("no speaker for announcement %r", req.text)
+    announce: Callable[[AnnouncementRequest], None] = lambda req: log.info("no speaker for an announcement")
     """Where announcements (MQTT, timers, the announce tool) are spoken; set by the appliance that owns a speaker."""
+    retention: RetentionKeeper | None = None
+    """Erases personal text from the audit log past its retention period, hourly."""
 
     def conversation(self, session: Session, say: Say = lambda text: None) -> Conversation:
         """A new conversation (with its own LLM history) acting on behalf of `session`."""
@@ -91,8 +95,12 @@ class Household:
         """Connect to the broker (after whoever speaks announcements has attached itself)."""
         if self.mqtt is not None:
             self.mqtt.start()
+        if self.retention is not None:
+            self.retention.start()
 
     async def aclose(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
         if self.mcp is not None:
             await self.mcp.aclose()
         if self.llm_client is not None:
@@ -126,9 +134,8 @@ class App:
 
 def open_audit(cfg: Config) -> AuditLog | None:
     try:
-        audit = AuditLog(cfg.data_dir / "audit.db", store_transcripts=cfg.appliance.transcript_retention_days > 0)
-        audit.prune(cfg.appliance.transcript_retention_days)
-        return audit
+        return AuditLog(cfg.data_dir / "audit.db", store_transcripts=cfg.appliance.transcript_retention_days > 0,
+                        redactor=Redactor.from_config(cfg))
     except AuditError as exc:
         log.error("%s: actions that need confirmation will be refused until it is fixed", exc)
         return None
@@ -136,14 +143,22 @@ def open_audit(cfg: Config) -> AuditLog | None:
 
 async def build_household(cfg: Config, intents: LocalIntents, *, bus: EventBus | None = None,
                           use_mqtt: bool = True, use_llm: bool = True, use_mcp: bool = True,
-                          audit: AuditLog | None | bool = True) -> Household:
-    """Tools, executor, audit, MQTT link (not yet started), MCP servers (started) and the LLM client."""
+                          audit: AuditLog | None | bool = True, retention_check_s: float = 3600.0) -> Household:
+    """Tools, executor, audit (with its retention, enforced now and every `retention_check_s`), MQTT link (not yet
+    started), MCP servers (started) and the LLM client."""
     bus = bus or EventBus()
     loop = asyncio.get_running_loop()
     registry = ToolRegistry()
     audit_log = open_audit(cfg) if audit is True else (audit or None)
     executor = Executor(registry, RiskClassifier(cfg.safety), audit_log, bus, cfg.safety)
     home = Household(cfg, bus, intents, registry, executor, audit_log)
+    if audit_log is not None and audit_log.writer:
+        home.retention = RetentionKeeper(audit_log, cfg.appliance.transcript_retention_days,
+                                         interval_s=retention_check_s)
+        try:
+            home.retention.enforce()
+        except AuditError as exc:
+            log.error("audit log retention failed at start: %s", exc)
 
     if use_mqtt and cfg.mqtt.enabled:
         from .mqtt import MqttLink
@@ -182,11 +197,12 @@ async def build_household(cfg: Config, intents: LocalIntents, *, bus: EventBus |
 
     if home.mqtt is not None:
         mqtt = home.mqtt
+        feed = EventView.for_mqtt(cfg.mqtt, Redactor.from_config(cfg))  # types, states, timings; text if opted in
 
         def to_mqtt(s: Stamped) -> None:
             if isinstance(s.event, StateChanged):
                 mqtt.publish_state(s.event.state)
-            mqtt.publish_event(s.to_dict())
+            mqtt.publish_event(feed.stamped(s))
 
         bus.subscribe(to_mqtt)
     return home
@@ -206,19 +222,20 @@ async def build_app(cfg: Config, engines: Engines, speaker: Speaker, *, bus: Eve
     return App(home, appliance)
 
 
-def json_printer(stream) -> Callable[[Stamped], None]:
-    """One JSON event per line (`--json`)."""
+def json_printer(stream, view: EventView = EventView()) -> Callable[[Stamped], None]:
+    """One JSON event per line (`--json`), shaped by `view` (personal text only where allowed)."""
     def emit(s: Stamped) -> None:
-        stream.write(json.dumps(s.to_dict()) + "\n")
+        stream.write(json.dumps(view.stamped(s)) + "\n")
         stream.flush()
 
     return emit
 
 
-def human_printer(stream) -> Callable[[Stamped], None]:
-    """One readable line per event: time, type, fields (state changes and TTS bookkeeping left out)."""
+def human_printer(stream, view: EventView = EventView()) -> Callable[[Stamped], None]:
+    """One readable line per event: time, type, fields (state changes and TTS bookkeeping left out), shaped by
+    `view` (personal text only where allowed)."""
     def emit(s: Stamped) -> None:
-        d = s.to_dict()
+        d = view.stamped(s)
         kind, t = d.pop("type"), d.pop("t_ms")
         if kind in ("state", "tts_done"):
             return

@@ -9,6 +9,11 @@ An action is written before it runs (status `pending`) and again after (`execute
 Any storage failure (full or read-only disk, a locked or corrupt database) raises `AuditError`
 (`audit-unavailable`); the caller must then refuse the action. The file is created mode 0600 and a directory the
 log creates is mode 0700.
+
+Personal text (what was said, the answer to a confirmation, arguments, the action's summary, its outcome, the
+classifier's reasons) passes the `Redactor` before it is written, so a spoken PIN or a password is never stored; with
+`store_transcripts=False` none of it is stored at all. Erasing it later (retention, `voice-agent log --forget`) is
+`voice_agent/privacy/erasure.py`; wording (`summary_today`, `format_log`) is `voice_agent/audit_wording.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -27,8 +31,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .audit_wording import action_phrase, format_log, join_clauses, status_clause
 from .errors import AuditError
+from .privacy.redact import Redactor
 from .tools.base import ToolCall
+
+__all__ = ["AuditEntry", "AuditLog", "action_phrase", "format_log", "join_clauses", "status_clause"]
 
 SCHEMA_VERSION = 1
 DECISIONS = ("allow", "confirm", "deny")
@@ -105,9 +113,11 @@ class AuditLog:
     """The appliance's record of every proposed action. Thread-safe; each call is one short transaction."""
 
     def __init__(self, path: Path, store_transcripts: bool = True, *, busy_timeout_s: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, redactor: Redactor | None = None) -> None:
         self.path = Path(path)
         self.store_transcripts = store_transcripts
+        """False: no personal text is written (only tool, decision, score, status and times)."""
+        self.redactor = redactor or Redactor()
         self._clock = clock
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -211,6 +221,28 @@ class AuditLog:
             raise AuditError(f"the audit log at {self.path} is closed")
         return self._conn
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock the log stamps rows with (injected by tests)."""
+        return self._clock
+
+    @contextmanager
+    def write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction for maintenance outside this class (erasure), under the log's lock."""
+        with self._lock, self._guard(action), self._transaction() as conn:
+            yield conn
+
+    @contextmanager
+    def maintenance(self, action: str) -> Iterator[sqlite3.Connection]:
+        """The connection outside any transaction (VACUUM, checkpoints), under the log's lock."""
+        with self._lock, self._guard(action):
+            yield self._connection()
+
+    def _personal(self, text: str, answer: bool = False) -> str:
+        if not self.store_transcripts or not text:
+            return ""
+        return self.redactor.answer(text) if answer else self.redactor.text(text)
+
     # ---- writing -------------------------------------------------------------------------------------------
     def propose(self, call: ToolCall, decision: str, score: float, reasons: Sequence[str], user_request: str,
                 *, summary: str = "") -> int:
@@ -218,10 +250,12 @@ class AuditLog:
         if decision not in DECISIONS:
             raise AuditError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}",
                              code="audit-invalid-entry")
-        row = (self._clock(), call.name, json.dumps(call.arguments, default=str, ensure_ascii=False, sort_keys=True),
+        arguments = self.redactor.mapping(call.arguments) if self.store_transcripts else {}
+        reasons = [self._personal(str(r)) for r in reasons] if self.store_transcripts else []
+        row = (self._clock(), call.name, json.dumps(arguments, default=str, ensure_ascii=False, sort_keys=True),
                call.source, call.call_id, json.dumps(call.provenance, sort_keys=True), decision, float(score),
-               json.dumps([str(r) for r in reasons], ensure_ascii=False),
-               user_request if self.store_transcripts else "", summary, os.getpid())
+               json.dumps(reasons, ensure_ascii=False), self._personal(user_request), self._personal(summary),
+               os.getpid())
         with self._lock, self._guard("write"), self._transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO actions (ts, tool, arguments, source, call_id, provenance, decision, score, reasons, "
@@ -236,7 +270,7 @@ class AuditLog:
         with self._lock, self._guard("write"), self._transaction() as conn:
             cur = conn.execute(
                 "UPDATE actions SET status=?, outcome=?, confirmation=?, finished_ts=? WHERE id=? AND status='pending'",
-                (status, outcome, confirmation if self.store_transcripts else "", self._clock(), entry_id))
+                (status, self._personal(outcome), self._personal(confirmation, answer=True), self._clock(), entry_id))
             if cur.rowcount == 1:
                 return
             found = conn.execute("SELECT status FROM actions WHERE id=?", (entry_id,)).fetchone()
@@ -245,20 +279,14 @@ class AuditLog:
         raise AuditError(f"audit entry {entry_id} is already {found[0]}", code="audit-already-finished")
 
     def prune(self, retention_days: int) -> int:
-        """Blank stored request/confirmation text older than `retention_days` (0: all of it). Returns rows changed."""
-        if not isinstance(retention_days, int) or retention_days < 0:
+        """Erase personal text older than `retention_days` (0: all of it) and compact the file. Returns rows
+        changed. See voice_agent/privacy/erasure.py."""
+        from .privacy.erasure import erase
+
+        if not isinstance(retention_days, int) or isinstance(retention_days, bool) or retention_days < 0:
             raise AuditError(f"transcript retention must be a whole number of days >= 0, not {retention_days!r}",
                              code="audit-invalid-entry")
-        cutoff = self._clock() - retention_days * 86400.0
-        with self._lock, self._guard("prune"):
-            with self._transaction() as conn:
-                changed = conn.execute(
-                    "UPDATE actions SET user_request='', confirmation='' "
-                    "WHERE (ts < ? OR ?) AND (user_request != '' OR confirmation != '')",
-                    (cutoff, retention_days == 0)).rowcount
-            if changed:  # old page images still sit in the write-ahead log: fold it in and empty it
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return changed
+        return erase(self, None if retention_days == 0 else self._clock() - retention_days * 86400.0).rows
 
     # ---- reading -------------------------------------------------------------------------------------------
     def recent(self, limit: int = 20, since: float | None = None) -> list[AuditEntry]:
@@ -313,133 +341,3 @@ def _entry(row: tuple[Any, ...]) -> AuditEntry:
                       score=score, reasons=tuple(json.loads(reasons)), user_request=user_request,
                       confirmation=confirmation, status=status, outcome=outcome, summary=summary,
                       finished_ts=finished_ts, call_id=call_id, provenance=json.loads(provenance))
-
-
-# ---- spoken wording -----------------------------------------------------------------------------------------
-_IRREGULAR_PAST = {"buy": "bought", "send": "sent", "pay": "paid", "make": "made", "set": "set", "put": "put",
-                   "read": "read", "get": "got", "give": "gave", "run": "ran", "find": "found", "tell": "told",
-                   "sell": "sold", "take": "took", "write": "wrote", "shut": "shut", "let": "let", "say": "said",
-                   "do": "did", "go": "went", "begin": "began", "keep": "kept", "cut": "cut", "forward": "forwarded"}
-_DOUBLE = {"stop", "dim", "plan", "drop", "ship", "shop", "transfer", "cancel", "unplug", "plug", "log", "tag",
-           "skip", "trim", "pin", "grab", "swap", "wrap", "set", "put", "run", "get", "shut", "cut", "let",
-           "begin", "admit", "submit", "commit", "control", "refer", "prefer", "mop", "top", "chat", "zip"}
-_VERBS = {"add", "arm", "book", "buy", "call", "cancel", "check", "close", "create", "delete", "dim", "disarm",
-          "empty", "find", "forward", "give", "grant", "list", "lock", "lower", "move", "open", "order", "pause",
-          "pay", "play", "post", "purchase", "raise", "read", "remove", "rename", "reply", "revoke", "schedule",
-          "search", "sell", "send", "set", "share", "start", "stop", "transfer", "trash", "turn", "unlock", "update",
-          "upload", "wipe", "wire", "write"}
-_OBJECT_KEYS = ("item", "name", "device", "entity", "title", "subject", "path", "pattern", "file", "query",
-                "product", "event")
-_AFTER_OBJECT = {"forever", "permanently"}
-_RECIPIENT_KEYS = ("to", "who", "recipient", "recipients", "payee")
-
-
-def _split_verb(phrase: str) -> tuple[str, str]:
-    verb, _, rest = phrase.strip().partition(" ")
-    return verb, (" " + rest if rest else "")
-
-
-def _past(phrase: str) -> str:
-    verb, rest = _split_verb(phrase)
-    v = verb.lower()
-    if v in _IRREGULAR_PAST:
-        done = _IRREGULAR_PAST[v]
-    elif v in _DOUBLE:
-        done = v + v[-1] + "ed"
-    elif v.endswith("e"):
-        done = v + "d"
-    elif v.endswith("y") and len(v) > 1 and v[-2] not in "aeiou":
-        done = v[:-1] + "ied"
-    else:
-        done = v + "ed"
-    return done + rest
-
-
-def _gerund(phrase: str) -> str:
-    verb, rest = _split_verb(phrase)
-    v = verb.lower()
-    if v in _DOUBLE:
-        doing = v + v[-1] + "ing"
-    elif v.endswith("ie"):
-        doing = v[:-2] + "ying"
-    elif v.endswith("e") and not v.endswith(("ee", "ye", "oe")) and len(v) > 2:
-        doing = v[:-1] + "ing"
-    else:
-        doing = v + "ing"
-    return doing + rest
-
-
-def action_phrase(tool: str, arguments: dict[str, Any]) -> str:
-    """An imperative phrase for an action when the caller gave none: ("bank_transfer", {to: Bob, amount: 5})
-    -> "transfer 5 to Bob"."""
-    words = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", tool)]
-    words = [w for w in words if w not in ("hass", "tool", "mcp")] or ["use", tool]
-    at = next((i for i, w in enumerate(words) if w in _VERBS), None)
-    if at is None:
-        verb, rest, domain = "check", words, []
-    else:
-        verb, rest, domain = words[at], words[at + 1:], words[:at]
-    key = next((k for k in _OBJECT_KEYS if arguments.get(k) not in (None, "")), None)
-    obj = "" if key is None else str(arguments[key])
-    if key == "subject":
-        obj = f"a message about {obj}"
-    amount = arguments.get("amount")
-    if not obj and amount is not None:
-        obj = f"{amount} {arguments.get('currency', '')}".strip()
-    quantity = arguments.get("quantity")
-    if obj and isinstance(quantity, int) and quantity > 1:
-        obj = f"{quantity} {obj}"
-    parts = [verb, *(w for w in rest if w not in _AFTER_OBJECT)]
-    parts.append(obj if obj else " ".join(domain))
-    parts.extend(w for w in rest if w in _AFTER_OBJECT)
-    recipient = next((arguments[k] for k in _RECIPIENT_KEYS if arguments.get(k)), None)
-    if recipient is not None:
-        parts.append("to " + (", ".join(map(str, recipient)) if isinstance(recipient, list) else str(recipient)))
-    return " ".join(p for p in parts if p)
-
-
-def status_clause(status: str, phrase: str) -> str:
-    """What happened to one action, as a clause after "I": "turned off the kitchen light"."""
-    if status == "executed":
-        return _past(phrase)
-    if status == "cancelled":
-        return "cancelled " + _gerund(phrase)
-    if status == "denied":
-        return "refused to " + phrase
-    if status == "failed":
-        return f"tried to {phrase}, but it failed"
-    if status == "unknown":
-        return f"was interrupted while trying to {phrase}, so I can't tell whether it happened"
-    return f"am still waiting to {phrase}"
-
-
-def join_clauses(clauses: list[str], limit: int = 8) -> str:
-    if len(clauses) > limit:
-        extra = len(clauses) - (limit - 1)
-        clauses = clauses[: limit - 1] + [f"did {extra} other things"]
-    if len(clauses) == 1:
-        return clauses[0]
-    return ", ".join(clauses[:-1]) + ", and " + clauses[-1]
-
-
-def format_log(entries: list[AuditEntry]) -> str:
-    """A plain-text table for `voice-agent log`, one action per line (plus its reasons and outcome)."""
-    if not entries:
-        return "No actions recorded."
-    lines = [f"{'ID':>5}  {'TIME':19}  {'STATUS':9}  {'DECISION':8}  {'SCORE':>5}  ACTION"]
-    for e in entries:
-        when = datetime.fromtimestamp(e.ts).strftime("%Y-%m-%d %H:%M:%S")
-        args = json.dumps(e.arguments, ensure_ascii=False, sort_keys=True)
-        action = f"{e.tool} {args if len(args) <= 80 else args[:79] + '…'}"
-        lines.append(f"{e.id:>5}  {when:19}  {e.status:9}  {e.decision:8}  {e.score:5.2f}  {action}")
-        details = []
-        if e.reasons:
-            details.append("why: " + "; ".join(e.reasons))
-        if e.user_request:
-            details.append(f"asked: {e.user_request!r}")
-        if e.confirmation:
-            details.append(f"answer: {e.confirmation!r}")
-        if e.outcome:
-            details.append(f"outcome: {e.outcome}")
-        lines.extend(f"{'':>7}{d}" for d in details)
-    return "\n".join(lines)

@@ -22,6 +22,7 @@ examples:
   voice-agent doctor                                check devices, models, broker and LLM; print fixes
   echo '{"tool":"bank_transfer","arguments":{"to":"x","amount":5000}}' | voice-agent classify
   voice-agent log                                   what the appliance did recently
+  voice-agent log --forget --older-than 7           erase what was said and done (text) older than a week
 
 configuration: --config PATH, else $VOICE_AGENT_CONFIG, ~/.config/voice-agent/config.toml,
 /etc/voice-agent/config.toml, else the embedded sample home (`voice-agent config show` prints it).
@@ -30,8 +31,13 @@ configuration: --config PATH, else $VOICE_AGENT_CONFIG, ~/.config/voice-agent/co
 
 def _config(args):
     from .config import load_config
+    from .privacy.journal import configure, text_allowed
+    from .privacy.redact import Redactor
 
-    return load_config(args.config)
+    cfg = load_config(args.config)
+    # from here on, printed events and log lines follow the configuration's privacy rule and mask its secrets
+    configure(Redactor.from_config(cfg), text_allowed(args.verbose, cfg.appliance.journal_text))
+    return cfg
 
 
 def _progress(msg: str) -> None:
@@ -43,6 +49,7 @@ def cmd_process(args) -> int:
     from .app import build_app, human_printer, json_printer, load_engines
     from .audio import read_wav, write_wav
     from .audio_io import CollectingSpeaker, FileSource
+    from .privacy.journal import printed_view
 
     cfg = _config(args)
     clips = [read_wav(p) for p in args.files]  # bad audio fails here, before anything loads
@@ -52,7 +59,7 @@ def cmd_process(args) -> int:
         speaker = CollectingSpeaker(realtime=not args.fast, rate=engines.tts.rate)
         app = await build_app(cfg, engines, speaker, wake_enabled=not args.no_wake, use_mqtt=not args.no_mqtt,
                               use_llm=not args.no_llm)
-        app.bus.subscribe(json_printer(sys.stdout) if args.json else human_printer(sys.stdout))
+        app.bus.subscribe((json_printer if args.json else human_printer)(sys.stdout, printed_view()))
         if app.mqtt is not None:
             app.mqtt.wait_connected(2.0)
         try:
@@ -121,14 +128,28 @@ def cmd_classify(args) -> int:
 
 def cmd_log(args) -> int:
     from .audit import AuditLog, format_log
+    from .privacy.redact import Redactor
 
     cfg = _config(args)
     path = cfg.data_dir / "audit.db"
+    if args.older_than is not None and not args.forget:
+        print("error: --older-than goes with --forget", file=sys.stderr)
+        return 2
     if not path.exists():
         print(f"no actions recorded yet ({path} does not exist)")
         return 0
-    audit = AuditLog(path)
+    audit = AuditLog(path, redactor=Redactor.from_config(cfg))
     try:
+        if args.forget:
+            from .privacy.erasure import erase
+
+            days = args.older_than
+            done = erase(audit, None if days is None else audit.clock() - days * 86400.0)
+            scope = "all actions" if days is None else f"the actions older than {days:g} day(s)"
+            print(f"erased what was said and done in {done.rows} of {scope}"
+                  + ("" if done.compacted or not done.rows else
+                     " (another process is reading the log: the file is compacted at the next erasure)"))
+            return 0
         entries = audit.recent(args.limit)
         if args.json:
             for e in entries:
@@ -150,7 +171,14 @@ def cmd_config(args) -> int:
     from .config import default_text, load_config
 
     if args.action == "show":
-        print(default_text() if args.config is None else Path(args.config).read_text(), end="")
+        from .privacy.redact import Redactor
+
+        text = default_text() if args.config is None else Path(args.config).read_text()
+        try:
+            redactor = Redactor.from_config(load_config(args.config))
+        except VoiceAgentError:  # an invalid file is still shown, with secret-named settings masked
+            redactor = Redactor()
+        print(redactor.config_text(text), end="")  # secrets never reach a terminal or a log
         return 0
     cfg = load_config(args.config)
     print(f"ok: {cfg.source} ({len(cfg.devices)} devices, {len(cfg.mcp_servers)} MCP servers)")
@@ -171,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "recognition, understanding, speech. Risky actions are confirmed out loud first.")
     ap.add_argument("--version", action="version", version=f"voice-agent {__version__}")
     ap.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="debug logging on stderr, and what was said and replied in printed events (under systemd "
+                         "only with [appliance] journal_text = true)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn, help_: str, desc: str = "") -> argparse.ArgumentParser:
@@ -217,9 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
         '"untrusted_context"?: [str]}.\nOutput lines: {"catastrophic": bool, "decision": "allow"|"confirm"|"deny", '
         '"score": float, "reasons": [str]}; a malformed line gives {"error": "..."} and the rest still run.')
 
-    p = add("log", cmd_log, "show the actions the appliance proposed, confirmed, ran or refused")
+    p = add("log", cmd_log, "show the actions the appliance proposed, confirmed, ran or refused; --forget erases",
+            "Show the audit log, newest first. With --forget, erase its personal text instead (what was said, the "
+            "answers to confirmations, arguments, results, summaries): of every action, or with --older-than DAYS "
+            "of those older than that. What stays is when, which tool, the decision and the status. The file is "
+            "rebuilt so the erased text leaves the disk. The appliance does this by itself, hourly, past "
+            "[appliance] transcript_retention_days.")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--forget", action="store_true", help="erase the personal text of recorded actions")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="with --forget: only actions older than DAYS")
 
     p = add("models", cmd_models, "install, verify or list the offline models (models/manifest.toml)")
     p.add_argument("models_args", nargs=argparse.REMAINDER, metavar="install [NAME…] | verify | list")
@@ -243,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .privacy.journal import install_log_filter
+
+    install_log_filter()  # secrets masked in every log line; no personal text unless allowed
     try:
         return int(args.fn(args) or 0)
     except VoiceAgentError as exc:

@@ -31,7 +31,13 @@ class ApplianceConfig:
     store_audio: bool = False
     """Keep recordings of utterances. Off by default: no audio is stored."""
     transcript_retention_days: int = 30
-    """How long transcripts stay in the audit log (0 = do not store transcripts)."""
+    """How long personal text (what was said, action arguments, results, answers) stays in the audit log; erased
+    hourly while running. 0 = none of it is stored anywhere (and no opt-in below may send it out)."""
+    journal_text: bool = False
+    """With -v, print and log personal text even under systemd, i.e. into the journal (readable by the adm and
+    systemd-journal groups, kept by journald's own retention). Off: the journal never holds what was said."""
+    announcement_queue: int = 10
+    """Announcements waiting to be spoken at most; the excess is dropped (urgent ones are kept first)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,22 @@ class MqttConfig:
     """Longest wait between reconnection attempts."""
     outbox_limit: int = 10000
     """Messages kept while the broker is unreachable (the oldest are dropped beyond this)."""
+    protocol: str = "5"
+    """MQTT protocol version: "5" (tells the broker our maximum packet size, so oversized messages are never sent to
+    us) or "3.1.1" (for brokers without MQTT 5; then only the broker's own `message_size_limit` protects us)."""
+    announce_burst: int = 3
+    """Announcements accepted at once from one announce topic before the rate limit applies."""
+    announce_per_minute: float = 6.0
+    """Sustained announcements per minute accepted per announce topic (0 = no limit). The excess is dropped."""
+    feed_transcripts: bool = False
+    """Put what people said (transcripts) on the event topic. Risk: every client allowed to subscribe, and Home
+    Assistant's recorder, gets every word said to the appliance."""
+    feed_arguments: bool = False
+    """Put action arguments (message texts, recipients, amounts), risk reasons and cancel reasons on the event topic."""
+    feed_results: bool = False
+    """Put action results (mail bodies, MCP tool output) and error messages on the event topic."""
+    feed_replies: bool = False
+    """Put what the appliance said (replies, confirmation prompts, announcement texts) on the event topic."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +347,9 @@ def _check(cfg: Config, b: _Builder) -> None:
         ("mqtt.reconnect_min_s", 0.01, 3600, cfg.mqtt.reconnect_min_s),
         ("mqtt.reconnect_max_s", cfg.mqtt.reconnect_min_s, 86400, cfg.mqtt.reconnect_max_s),
         ("mqtt.outbox_limit", 1, 10_000_000, cfg.mqtt.outbox_limit),
+        ("mqtt.announce_burst", 1, 1000, cfg.mqtt.announce_burst),
+        ("mqtt.announce_per_minute", 0, 6000, cfg.mqtt.announce_per_minute),
+        ("appliance.announcement_queue", 1, 10_000, cfg.appliance.announcement_queue),
         ("safety.money_threshold", 0, 1e12, cfg.safety.money_threshold),
         ("safety.confirm_timeout_s", 0.5, 600, cfg.safety.confirm_timeout_s),
         ("appliance.transcript_retention_days", 0, 36500, cfg.appliance.transcript_retention_days),
@@ -333,6 +358,14 @@ def _check(cfg: Config, b: _Builder) -> None:
     ):
         if not lo <= val <= hi:
             raise b.fail(key, f"must be between {lo} and {hi}, got {val}")
+    if cfg.mqtt.protocol not in ("5", "3.1.1"):
+        raise b.fail("mqtt.protocol", f'must be "5" or "3.1.1", got {cfg.mqtt.protocol!r}')
+    if cfg.appliance.transcript_retention_days == 0:
+        opted = [f"mqtt.{k}" for k in ("feed_transcripts", "feed_arguments", "feed_results", "feed_replies")
+                 if getattr(cfg.mqtt, k)] + (["appliance.journal_text"] if cfg.appliance.journal_text else [])
+        if opted:
+            raise b.fail(opted[0], "sends personal text out, but `appliance.transcript_retention_days = 0` promises "
+                                   "that none is stored anywhere; turn one of them off")
     if cfg.vad.engine not in ("silero", "webrtc"):
         raise b.fail("vad.engine", f"must be silero or webrtc, got {cfg.vad.engine!r}")
     if cfg.stt.model not in ("tiny.en", "base", "small"):

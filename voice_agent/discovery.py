@@ -3,7 +3,9 @@
 Entities (all on one device, all wired to the availability topic):
 - `notify.<name>_announce`: Home Assistant's notify action publishes the message on the announce topic;
 - `sensor.<name>_state`: the pipeline state (enum: idle, listening, thinking, speaking, awaiting_confirmation);
-- `sensor.<name>_last_event`: the type of the last event, with the event's fields as attributes.
+- `sensor.<name>_last_event`: the type of the last event, nothing else. No `json_attributes_topic`: Home
+  Assistant's recorder keeps sensor attributes, so even text an owner opts into the event feed
+  (`[mqtt] feed_*`) never becomes part of Home Assistant's history through this sensor.
 
 Topics follow `<discovery_prefix>/<component>/<node_id>/<object_id>/config`."""
 
@@ -70,7 +72,6 @@ def discovery_messages(topics: Topics, appliance: ApplianceConfig, discovery_pre
     last_event = _entity(topics, appliance, "last_event", "Last event", "mdi:message-processing") | {
         "state_topic": topics.event,
         "value_template": "{{ value_json.type }}",
-        "json_attributes_topic": topics.event,
     }
     configs = (("notify", "announce", notify), ("sensor", "state", state), ("sensor", "last_event", last_event))
     return tuple(

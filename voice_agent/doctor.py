@@ -76,9 +76,26 @@ def _check_llm(cfg: Config) -> Check:
                  "local commands keep working without it")
 
 
+def _check_privacy(cfg: Config) -> Check:
+    """Not a failure either way: says what personal text leaves the process (see README, Privacy)."""
+    from .privacy.journal import under_systemd
+
+    feed = [k for k in ("transcripts", "arguments", "results", "replies") if getattr(cfg.mqtt, f"feed_{k}")]
+    days = cfg.appliance.transcript_retention_days
+    parts = [f"MQTT event feed: {'types, states and timings + ' + ', '.join(feed) if feed else 'types, states and timings only'}",
+             f"journal text: {'on with -v' if cfg.appliance.journal_text else 'never'}"
+             + (" (running under systemd)" if under_systemd() else ""),
+             f"audit text kept {days} day(s)" if days else "no personal text stored"]
+    return Check("privacy", True, "; ".join(parts))
+
+
 def run_doctor(cfg: Config, as_json: bool = False) -> int:
+    from .privacy.redact import Redactor
+
     checks = [Check("config", True, cfg.source), *_check_models(cfg), *_check_audio(cfg), _check_broker(cfg),
-              _check_llm(cfg)]
+              _check_llm(cfg), _check_privacy(cfg)]
+    redactor = Redactor.from_config(cfg)  # a URL with a password, an error quoting a key: masked
+    checks = [Check(c.name, c.ok, redactor.text(c.detail), redactor.text(c.fix)) for c in checks]
     if as_json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:

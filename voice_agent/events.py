@@ -12,6 +12,17 @@ from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
+PERSONAL_KINDS = ("transcripts", "arguments", "results", "replies")
+"""Kinds of personal text an event field can hold: what a person said, what an action was given, what it returned
+(mail bodies, MCP output), what the appliance said. Such fields leave the process (MQTT feed, journal) only where
+the owner opted in; see voice_agent/privacy/view.py."""
+
+
+def personal(kind: str, **kw: Any) -> Any:
+    """Declare an event field that can hold personal text of `kind` (one of PERSONAL_KINDS)."""
+    assert kind in PERSONAL_KINDS, kind
+    return field(metadata={"personal": kind}, **kw)
+
 
 @dataclass(frozen=True)
 class Event:
@@ -42,7 +53,7 @@ class SpeechEnd(Event):
 @dataclass(frozen=True)
 class Transcript(Event):
     type: ClassVar[str] = "transcript"
-    text: str
+    text: str = personal("transcripts")
     stt_ms: int = 0
     early: bool = False
 
@@ -59,7 +70,7 @@ class IntentMatched(Event):
 class ToolCallEvent(Event):
     type: ClassVar[str] = "tool_call"
     name: str
-    arguments: dict[str, Any]
+    arguments: dict[str, Any] = personal("arguments")
     source: str = "local"
 
 
@@ -69,14 +80,14 @@ class Risk(Event):
     name: str
     decision: str
     score: float
-    reasons: list[str]
+    reasons: list[str] = personal("arguments")
 
 
 @dataclass(frozen=True)
 class ConfirmationRequested(Event):
     type: ClassVar[str] = "confirmation_requested"
     name: str
-    prompt: str
+    prompt: str = personal("replies")
 
 
 @dataclass(frozen=True)
@@ -84,20 +95,20 @@ class ActionExecuted(Event):
     type: ClassVar[str] = "action_executed"
     name: str
     ok: bool = True
-    result: str = ""
+    result: str = personal("results", default="")
 
 
 @dataclass(frozen=True)
 class ActionCancelled(Event):
     type: ClassVar[str] = "action_cancelled"
     name: str
-    reason: str
+    reason: str = personal("arguments")
 
 
 @dataclass(frozen=True)
 class Reply(Event):
     type: ClassVar[str] = "reply"
-    text: str
+    text: str = personal("replies")
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class TtsDone(Event):
 @dataclass(frozen=True)
 class Announcement(Event):
     type: ClassVar[str] = "announcement"
-    text: str
+    text: str = personal("replies")
     priority: str = "normal"
 
 
@@ -133,7 +144,7 @@ class TurnEnd(Event):
 class ErrorEvent(Event):
     type: ClassVar[str] = "error"
     code: str
-    message: str
+    message: str = personal("results")
 
 
 def _all_event_types() -> dict[str, type[Event]]:

@@ -3,7 +3,8 @@ transcription started at the first pause. It turns a stream of `AudioChunk`s int
 
 Modes: "wake" (only the wake word is listened for), "listen" (an utterance is being endpointed, with an optional
 no-speech timeout), "busy" (a turn is running: nothing is endpointed). While the device itself speaks, or for a short
-tail after it, the microphone is gated; with barge-in on, only the wake word is heard then, and it interrupts."""
+tail after it, the microphone is gated; only the wake word is heard then, and it interrupts when the owner's
+`may_barge_in()` says so (barge-in on, or an announcement is playing)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ class Listener:
     def __init__(self, cfg: Config, bus: EventBus, stt: Transcriber, wake: WakeWordDetector | None,
                  vad: FrameVad | None, *, wake_enabled: bool, is_speaking: Callable[[], bool],
                  on_utterance: Callable[[Utterance], None], on_timeout: Callable[[], None],
-                 on_barge_in: Callable[[], None]) -> None:
+                 on_barge_in: Callable[[], None], may_barge_in: Callable[[], bool] | None = None) -> None:
         self.cfg, self.bus, self.stt, self.wake = cfg, bus, stt, wake
+        self.may_barge_in = may_barge_in or (lambda: cfg.audio.barge_in)
         self.wake_enabled = wake_enabled and wake is not None
         self.is_speaking, self.on_utterance, self.on_timeout, self.on_barge_in = (
             is_speaking, on_utterance, on_timeout, on_barge_in)
@@ -86,11 +88,11 @@ class Listener:
         # The wake detector hears every chunk, whatever the mode, so its feature history is always current (a
         # stale history could re-trigger on the previous "hey jarvis" after a turn). ~3 ms per 80 ms chunk.
         det = None
-        if self.wake_enabled or (self.cfg.audio.barge_in and self.wake is not None):
+        if self.wake is not None and (self.wake_enabled or self.may_barge_in()):
             det = await asyncio.to_thread(self.wake.process, chunk.audio)
         self._recent.append(chunk.audio)
         if self.mode == "busy" or self.gated:
-            if det is not None and self.cfg.audio.barge_in and self.is_speaking():
+            if det is not None and self.is_speaking() and self.may_barge_in():
                 self.bus.emit(Wake(det.model, round(det.score, 3)))
                 self.on_barge_in()
             return

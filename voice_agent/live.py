@@ -14,6 +14,7 @@ from .audio import read_wav
 from .audio_io import FileSource, SoundDeviceSource, SoundDeviceSpeaker
 from .config import Config
 from .errors import AudioDeviceError
+from .privacy.journal import printed_view
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool 
     if not out_ok:
         _say(f"no playback device ({out_name}); replies are synthesised but not played until one appears")
     app = await build_app(cfg, engines, speaker, wake_enabled=wake_enabled)
-    app.bus.subscribe(json_printer(sys.stdout) if json_events else human_printer(sys.stdout))
+    app.bus.subscribe((json_printer if json_events else human_printer)(sys.stdout, printed_view()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

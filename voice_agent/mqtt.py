@@ -7,6 +7,12 @@ Delivery: while the link is not ready, publications wait in a bounded outbox (ol
 from before the outage; paho resends unacknowledged QoS 1/2 messages after a reconnect. QoS 1 is at least once:
 a subscriber may see a duplicate after an outage, never a gap or a reordering.
 
+Size and rate: with MQTT 5 (the default) the CONNECT packet carries a Maximum Packet Size (the announcement limit
+plus room for topic and properties), and the broker never sends the link a bigger packet (MQTT 5.0 section
+3.1.2.11.4: it drops it for this client). With MQTT 3.1.1 there is no such field: paho reads a whole message into
+memory before anything can look at it, so only the broker's own `message_size_limit` protects the process.
+Announcements are rate limited per topic (announce_limits.py) before they are handed on.
+
 Threads: paho's network thread runs the callbacks; `on_announcement` and `on_connection_change` are called from it.
 Exceptions they raise are logged and never stop the network thread."""
 
@@ -24,7 +30,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from .announce_limits import TopicRateLimiter
 from .announcements import AnnouncementRequest, parse_announcement
 from .config import ApplianceConfig, MqttConfig
 from .discovery import discovery_messages
@@ -34,6 +43,8 @@ from .mqtt_topics import OFFLINE, ONLINE, STATES, check_topic, topics_for
 log = logging.getLogger(__name__)
 
 _Outgoing = tuple[str, bytes, int, bool]
+PACKET_OVERHEAD = 8192
+"""Room above `max_payload_bytes` in the maximum packet size we accept: fixed header, topic, MQTT 5 properties."""
 
 
 class _QuietPaho(logging.Filter):
@@ -92,13 +103,20 @@ class MqttLink:
         self._sub_mid: int | None = None
         self._started = self._stopped = False
         self._last_problem = ""
+        self.max_packet_bytes = cfg.max_payload_bytes + PACKET_OVERHEAD
+        """Largest packet the broker may send us (MQTT 5 only)."""
+        self.limiter = TopicRateLimiter(cfg.announce_burst, cfg.announce_per_minute)
+        self._bad_log = TopicRateLimiter(20, 20.0, what="malformed payloads")
         self._client = self._make_client(reconnect_min_s, reconnect_max_s)
 
     # ---------------------------------------------------------------- setup
     def _make_client(self, min_s: float, max_s: float) -> paho.Client:
         cfg = self.cfg
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.topics.client_id,
-                             protocol=paho.MQTTv311, clean_session=True)
+        if cfg.protocol == "5":
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.topics.client_id, protocol=paho.MQTTv5)
+        else:
+            client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.topics.client_id,
+                                 protocol=paho.MQTTv311, clean_session=True)
         client.suppress_exceptions = True
         client.enable_logger(_paho_log)
         if cfg.username:
@@ -132,10 +150,16 @@ class MqttLink:
             log.info("MQTT disabled (mqtt.enabled = false)")
             return
         self._started = True
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.MaximumPacketSize = self.max_packet_bytes
+            self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                       clean_start=True, properties=props)
+        else:
+            self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self._client.loop_start()
-        log.info("MQTT connecting to %s:%d as %s (tls=%s)", self.cfg.host, self.cfg.port,
-                 self.topics.client_id, self.cfg.tls)
+        log.info("MQTT connecting to %s:%d as %s (MQTT %s, tls=%s)", self.cfg.host, self.cfg.port,
+                 self.topics.client_id, self.cfg.protocol, self.cfg.tls)
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         """Deliver what is pending (up to `flush_timeout`), publish `offline`, disconnect."""
@@ -250,8 +274,10 @@ class MqttLink:
     def _handle_connect(self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         try:
             if reason.is_failure:
+                fix = ('set mqtt.protocol = "3.1.1" for a broker without MQTT 5' if "protocol" in str(reason).lower()
+                       else "check mqtt.username / mqtt.password and the broker ACL")
                 self._problem(f"MQTT broker {self.cfg.host}:{self.cfg.port} refused the connection: {reason}; "
-                              "retrying with backoff (check mqtt.username / mqtt.password and the broker ACL)")
+                              f"retrying with backoff ({fix})")
                 return
             self._last_problem = ""
             client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
@@ -294,7 +320,10 @@ class MqttLink:
             try:
                 request = parse_announcement(msg.payload, self.cfg.max_payload_bytes)
             except MqttError as exc:
-                log.warning("MQTT dropped a payload on %s [%s]: %s", msg.topic, exc.code, exc.message)
+                if self._bad_log.allow(msg.topic):
+                    log.warning("MQTT dropped a payload on %s [%s]: %s", msg.topic, exc.code, exc.message)
+                return
+            if not self.limiter.allow(msg.topic):
                 return
             self._on_announcement(request)
         except Exception:  # on_announcement must never kill the network thread

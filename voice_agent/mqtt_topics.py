@@ -37,7 +37,7 @@ class Topics:
     state: str
     """Retained pipeline state, one of STATES."""
     event: str
-    """JSON events (transcripts, actions)."""
+    """JSON events: types, states and timings (personal text only where opted in; see privacy/view.py)."""
     announce: str
     """Announcements to speak (subscribed)."""
     node_id: str

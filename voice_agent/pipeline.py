@@ -3,7 +3,7 @@
 
 One asyncio loop; model inference runs in worker threads. While the appliance speaks, the microphone is gated
 (with a short tail) so its own voice can never answer a confirmation; with barge-in on, only the wake word is
-listened for and it cuts playback at once."""
+listened for and it cuts playback at once. The wake word always cuts an announcement (barge-in or not)."""
 
 from __future__ import annotations
 
@@ -50,10 +50,12 @@ class Appliance:
         self.speech = SpeechOutput(engines.tts, speaker, bus, self._on_speaking)
         self.listener = Listener(cfg, bus, engines.stt, engines.wake, engines.vad, wake_enabled=wake_enabled,
                                  is_speaking=lambda: self.speech.busy, on_utterance=self._on_utterance,
-                                 on_timeout=self._on_timeout, on_barge_in=self._barge_in)
+                                 on_timeout=self._on_timeout, on_barge_in=self._barge_in,
+                                 may_barge_in=self._may_barge_in)
         self.wake_enabled = self.listener.wake_enabled
         self.announcer = Announcer(bus, self.speech, self._in_conversation, self._next_turn,
-                                   lambda: self.listener.gate(cfg.audio.gate_tail_ms / 1000))
+                                   lambda: self.listener.gate(cfg.audio.gate_tail_ms / 1000),
+                                   limit=cfg.appliance.announcement_queue, wake_phrase=cfg.wake.model.replace("_", " "))
         self.state = ""
         self._turn = 0
         self._turn_task: asyncio.Task | None = None
@@ -117,7 +119,15 @@ class Appliance:
         self.listener.listen(timeout_s)
         self._set_state("awaiting_confirmation" if self.conversation.pending else "listening")
 
+    def _may_barge_in(self) -> bool:
+        return self.cfg.audio.barge_in or self.announcer.interruptible
+
     def _barge_in(self) -> None:
+        if self.announcer.interruptible:  # the wake word silences an announcement; then it listens as after a wake
+            self.announcer.silence()
+            if self.listener.mode != "busy":
+                self._listen(self.cfg.vad.no_speech_timeout_s)
+            return
         self.speech.interrupt()
         self.conversation.record_spoken(" ".join(self.speech.spoken_in_turn(self._turn)))
         if self._turn_task is not None and not self._turn_task.done():

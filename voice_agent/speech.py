@@ -13,6 +13,7 @@ import numpy as np
 from .audio_io import Speaker
 from .errors import TtsError
 from .events import ErrorEvent, EventBus, FirstAudio, TtsDone
+from .privacy import Personal
 from .tts import Synthesizer
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class SpeechOutput:
         pcm = (tone * np.hanning(len(tone)) * 12000).astype(np.int16)
         self._pending += 1
         self._idle.clear()
-        self._audio_q.put_nowait(_Audio(pcm, rate, "", turn, True))
+        self._audio_q.put_nowait(_Audio(pcm, rate, "", turn, True, self._gen))
 
     @property
     def busy(self) -> bool:
@@ -87,14 +88,17 @@ class SpeechOutput:
         return [text for t, text in self.spoken if t == turn]
 
     def interrupt(self) -> None:
-        """Barge-in: drop everything queued and cut the audio now (the speaker stops within one 100 ms block)."""
+        """Barge-in: drop everything queued and cut the audio now (the speaker stops within one 100 ms block).
+        Idle at once: a text still being synthesised is abandoned at its next sentence and its audio never
+        plays, so nothing of it may keep the microphone gated."""
         self._gen += 1
         self.speaker.stop()
         for q in (self._text_q, self._audio_q):
             while not q.empty():
-                item = q.get_nowait()
-                if isinstance(item, Utterance) or item.last_of_text:
-                    self._done_one()
+                q.get_nowait()
+        if self._pending:
+            self._pending = 1
+            self._done_one()
 
     def _done_one(self) -> None:
         self._pending = max(0, self._pending - 1)
@@ -108,9 +112,11 @@ class SpeechOutput:
             loop = asyncio.get_running_loop()
             parts: asyncio.Queue = asyncio.Queue()
 
-            def produce(text: str = utt.text) -> None:
+            def produce(text: str = utt.text, gen: int = utt.gen) -> None:
                 try:
                     for a in self.tts.stream(text):
+                        if gen != self._gen:  # interrupted: stop synthesising the rest
+                            break
                         loop.call_soon_threadsafe(parts.put_nowait, a)
                 except TtsError as exc:
                     loop.call_soon_threadsafe(parts.put_nowait, exc)
@@ -132,7 +138,7 @@ class SpeechOutput:
             # a marker that closes this text (carries no audio when synthesis produced none)
             self._audio_q.put_nowait(_Audio(np.zeros(0, np.int16), self.tts.rate, utt.text, utt.turn, True, utt.gen))
             if not got_any:
-                log.debug("no audio for %r", utt.text)
+                log.debug("no audio for %r", Personal(utt.text))
 
     async def _play_loop(self) -> None:
         while True:
@@ -154,4 +160,5 @@ class SpeechOutput:
                     del self.spoken[:-50]
                 self.bus.emit(TtsDone(int(self._played_ms)))
                 self._played_ms = 0.0
-                self._done_one()
+                if not stale:  # interrupt() already counted the texts of older generations as done
+                    self._done_one()

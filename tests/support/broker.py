@@ -201,9 +201,11 @@ class Broker:
         return str(self.tls_files.ca_cert) if self.tls_files else ""
 
     def mqtt_config(self, **overrides: object) -> MqttConfig:
-        """An MqttConfig pointing at this broker (TLS and CA filled in when the broker uses TLS)."""
+        """An MqttConfig pointing at this broker (TLS and CA filled in when the broker uses TLS). The announcement
+        rate limit is off (tests that send several announcements check other things; the limit's own tests in
+        tests/test_mqtt_limits.py set it)."""
         base = MqttConfig(host=self.host, port=self.port, tls=self.tls_files is not None, ca_file=self.ca_file,
-                          keepalive_s=10)
+                          keepalive_s=10, announce_per_minute=0)
         return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
