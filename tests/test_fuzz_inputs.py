@@ -621,6 +621,8 @@ def test_injected_announcements_are_only_spoken(cfg, engines, broker, tmp_path):
     with OpenAIServerProcess(injection_script(), tmp_path / "llm") as srv, \
             Client(broker, ["zigbee2mqtt/#", "voice-agent/living_room/event"]) as sub:
         c = with_llm(with_home_mcp(cfg, ledger), srv.base_url)
+        # all of them queued at once: room for every one (the bounded queue has its own test)
+        c = dataclasses.replace(c, appliance=dataclasses.replace(c.appliance, announcement_queue=100))
 
         async def main() -> list[dict]:
             app = await build_app(c, engines, CollectingSpeaker(rate=engines.tts.rate), wake_enabled=False)

@@ -66,9 +66,11 @@ def live(tmp_path, broker):
         feeders.append(feeder)
         cfg = write_config(tmp_path / "config.toml", broker, tmp_path / "data", extra_config)
         env = {**os.environ, "HOME": str(home), "PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
+        for var in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM"):  # not under systemd: -v shows text
+            env.pop(var, None)
         env.update(env_extra or {})
-        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "--config", str(cfg), "run", "--json"],
+        # -v: the printed events carry what was said and announced (checked below by their text; issue 11)
+        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "--config", str(cfg), "-v", "run", "--json"],
                                 stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr.log", "w"), text=True, env=env,
                                 cwd=ROOT)
         procs.append(proc)

@@ -4,11 +4,15 @@ stays within a stated bound. The figures are printed (run with -s to see them).
 
 Piper needs ~0.12 s of CPU per short sentence on the 2-core CI machine, so speaking 1,000 announcements would take
 about 2 minutes: the 1,000 burst is checked through the whole announcement path with a silent voice (queueing,
-order, events, MQTT feed), and 200 are really spoken by Piper."""
+order, events, MQTT feed), and 200 are really spoken by Piper.
+
+The appliance here is configured to take a burst: a queue as long as the burst, the rate limit off, and announcement
+texts opted into the MQTT event feed. With the defaults a burst is bounded instead (tests/test_announce_flood.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -28,6 +32,8 @@ TURNS_RSS_BOUND_MB = 60
 async def burst_announcements(cfg, engines, broker, n: int) -> dict:
     from voice_agent.app import build_app
 
+    cfg = dataclasses.replace(cfg, appliance=dataclasses.replace(cfg.appliance, announcement_queue=n),
+                              mqtt=dataclasses.replace(cfg.mqtt, announce_per_minute=0, feed_replies=True))
     speaker = CountingSpeaker(rate=engines.tts.rate)
     app = await build_app(cfg, engines, speaker, wake_enabled=False, use_llm=False, use_mcp=False)
     events: list[dict] = []

@@ -69,3 +69,15 @@ def test_a_150_mb_publish_on_the_announce_topic_never_reaches_the_process(tmp_pa
         proc.kill()
         proc.wait()
         broker.stop()
+
+
+def test_the_service_caps_its_memory():
+    """MemoryMax= in the unit: whatever slips past the packet limit cannot take the whole machine down."""
+    import re
+
+    unit = (Path(__file__).resolve().parent.parent / "systemd/voice-agent.service").read_text()
+    found = dict(re.findall(r"(?m)^(MemoryHigh|MemoryMax)=(\d+)([MG])$", unit) and
+                 [(k, int(n) * (1024 if u == "G" else 1)) for k, n, u in
+                  re.findall(r"(?m)^(MemoryHigh|MemoryMax)=(\d+)([MG])$", unit)])
+    assert set(found) == {"MemoryHigh", "MemoryMax"}, found
+    assert 1000 <= found["MemoryHigh"] < found["MemoryMax"] <= 4096  # MiB; the appliance peaks at ~520 MiB

@@ -46,9 +46,11 @@ with Broker(Path(a["work"]), port=a["port"]) as broker, OpenAIServerProcess(scri
     cfg = Path(a["config"])
     cfg.write_text(cfg.read_text().replace("LLM_URL", llm.base_url))
     with Client(broker, ["zigbee2mqtt/#", "voice-agent/living_room/availability"]) as sub:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()
+               and k not in ("INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET")}
         env.update(HOME=a["home"], TMPDIR=a["tmp"], NO_PROXY="*", no_proxy="*")
-        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "--config", str(cfg), "process",
+        # -v: the printed events carry what was said (this test checks the turns by their text; issue 11)
+        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "--config", str(cfg), "-v", "process",
                                  *a["clips"], "--json", "--no-wake"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, cwd=a["root"], preexec_fn=lambda: os.umask(0))
         online = sub.wait_for(lambda m: any(x.text == "online" for x in m), 120)

@@ -202,7 +202,8 @@ async def build_household(cfg: Config, intents: LocalIntents, *, bus: EventBus |
         def to_mqtt(s: Stamped) -> None:
             if isinstance(s.event, StateChanged):
                 mqtt.publish_state(s.event.state)
-            mqtt.publish_event(feed.stamped(s))
+            if cfg.mqtt.event_feed:
+                mqtt.publish_event(feed.stamped(s))
 
         bus.subscribe(to_mqtt)
     return home

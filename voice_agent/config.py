@@ -167,6 +167,8 @@ class MqttConfig:
     """Announcements accepted at once from one announce topic before the rate limit applies."""
     announce_per_minute: float = 6.0
     """Sustained announcements per minute accepted per announce topic (0 = no limit). The excess is dropped."""
+    event_feed: bool = True
+    """Publish events (types, states, timings; see feed_*) on `<prefix>/<room>/event`. The state topic stays."""
     feed_transcripts: bool = False
     """Put what people said (transcripts) on the event topic. Risk: every client allowed to subscribe, and Home
     Assistant's recorder, gets every word said to the appliance."""
