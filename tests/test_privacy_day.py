@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,6 +30,8 @@ from support.broker import Broker, Client
 from support.openai_server import OpenAIServerProcess
 from support.speech import espeak
 
+from voice_agent.privacy.redact import DIGIT_RUN, digits_of, near
+
 ROOT = Path(__file__).resolve().parent.parent
 HOME_MCP = ROOT / "tests/support/home_mcp_server.py"
 
@@ -37,6 +40,9 @@ SCRIPT = {
     "rules": [
         {"when_user": "mail|e-mail", "tool_calls": [{"name": "mail_read", "arguments": {"id": "m1"}}]},
         {"when_tool": "", "tool_name": "mail_read", "reply": "Your mother writes: {tool_result}"},
+        # the PIN sentence leads to an action, so what was said (with the PIN) is written to the audit log
+        {"when_user": "pregnan", "tool_calls": [{"name": "mail_list", "arguments": {}}]},
+        {"when_tool": "", "tool_name": "mail_list", "reply": "Congratulations, and take good care of yourself."},
     ],
     "fallback": "Congratulations, and take good care of yourself.",
 }
@@ -164,7 +170,7 @@ def test_a_day_of_turns_leaves_no_private_text_anywhere(tmp_path):
     assert kinds.count("transcript") >= 5 and kinds.count("announcement") == 1, kinds
     assert "confirmation_requested" in kinds, kinds
     names = [e["name"] for e in feed if e["type"] == "action_executed"]
-    assert "set_light" in names and "mail_read" in names, names
+    assert "set_light" in names and "mail_read" in names and "mail_list" in names, names
     assert "pregnant" in requests and "bring the kids" in requests, requests[-2000:]
 
     # MQTT: nothing personal on any topic; device topics carry only the device state
@@ -192,9 +198,14 @@ def test_a_day_of_turns_leaves_no_private_text_anywhere(tmp_path):
     def stored() -> bytes:
         return b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file()).lower()
 
-    assert b"kitchen light" in stored()  # kept for transcript_retention_days (30), as configured
+    assert b"kitchen light" in stored() and b"pregnant" in stored()  # kept transcript_retention_days, as configured
     for pin in (b"4711", b"four seven one one", b"4-7-1-1", b"47 11"):
         assert pin not in stored()
+    with sqlite3.connect(data / "audit.db") as db:  # every text value, every digit run: not the PIN, not near it
+        values = [v for row in db.execute("SELECT * FROM actions") for v in row if isinstance(v, str)]
+    assert any("pregnant" in v.lower() for v in values), values
+    for v in values:
+        assert not any(near(digits_of(run.group()), "4711") for run in DIGIT_RUN.finditer(v)), v
     env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET")}
     done = subprocess.run([sys.executable, "-m", "voice_agent.cli", "--config", str(cfg), "log", "--forget"],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
