@@ -6,7 +6,6 @@ that follows it runs."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 

@@ -1,12 +1,10 @@
 """Floods over MQTT (issue 11.3), against a real mosquitto: a 150 MB publish on the announce topic never reaches the
-appliance's memory (MQTT 5 maximum packet size), announcements are rate limited per topic and the queue of
-announcements waiting to be spoken is bounded, urgent ones first."""
+appliance's memory (MQTT 5 maximum packet size), and the service's memory is capped. (Rate limits, the bounded queue
+and silencing an announcement: tests/test_announce_flood.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -63,8 +61,6 @@ def test_a_150_mb_publish_on_the_announce_topic_never_reaches_the_process(tmp_pa
         print(f"\nmqtt: {BIG_MB} MB publish on the announce topic: link process peak RSS "
               f"{before['VmHWM'] / 1024:.0f} -> {after['VmHWM'] / 1024:.0f} MiB (+{grew_mib:.1f})")
         assert grew_mib < 20, f"the big publish reached the process: peak RSS grew by {grew_mib:.0f} MiB"
-        assert "Dropping too large outgoing packet" in broker.log_text() or "too large" in broker.log_text().lower() \
-            or True  # mosquitto 2.0 drops it silently for this client; the RSS figure is the evidence
     finally:
         proc.kill()
         proc.wait()
@@ -76,8 +72,7 @@ def test_the_service_caps_its_memory():
     import re
 
     unit = (Path(__file__).resolve().parent.parent / "systemd/voice-agent.service").read_text()
-    found = dict(re.findall(r"(?m)^(MemoryHigh|MemoryMax)=(\d+)([MG])$", unit) and
-                 [(k, int(n) * (1024 if u == "G" else 1)) for k, n, u in
-                  re.findall(r"(?m)^(MemoryHigh|MemoryMax)=(\d+)([MG])$", unit)])
+    found = {k: int(n) * (1024 if unit_ == "G" else 1)
+             for k, n, unit_ in re.findall(r"(?m)^(MemoryHigh|MemoryMax)=(\d+)([MG])$", unit)}
     assert set(found) == {"MemoryHigh", "MemoryMax"}, found
     assert 1000 <= found["MemoryHigh"] < found["MemoryMax"] <= 4096  # MiB; the appliance peaks at ~520 MiB

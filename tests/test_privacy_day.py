@@ -18,17 +18,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from support.alsa import ASOUNDRC
 from support.broker import Broker, Client
 from support.openai_server import OpenAIServerProcess
 from support.speech import espeak
+from test_faults import SwitchableMic
 
 from voice_agent.privacy.redact import DIGIT_RUN, digits_of, near
 
@@ -51,40 +50,6 @@ MARKERS = ("pregnant", "bank", "latest", "sunday", "bring the kids", "mom@family
            "prescription", "pharmacy", "front door", "kitchen light", "turned off", "4711", "four seven", "47 11",
            "4-7-1-1", "your pin")
 DEVICE_PAYLOADS = {'{"state": "OFF"}', '{"state": "ON"}', '{"state": "LOCK"}', '{"state": "UNLOCK"}'}
-
-
-class Mic(threading.Thread):
-    """The capture FIFO's writer at real-time pace: silence, and speech when `say()` is called."""
-
-    def __init__(self, fifo: Path) -> None:
-        super().__init__(daemon=True)
-        self.fifo, self.queue, self.lock = fifo, b"", threading.Lock()
-        self.stopped = threading.Event()
-
-    def say(self, pcm: np.ndarray) -> None:
-        with self.lock:
-            self.queue += np.asarray(pcm, np.int16).tobytes()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                time.sleep(0.02)
-                continue
-            os.set_blocking(fd, True)
-            t0, fed = time.monotonic(), 0
-            try:
-                while not self.stopped.is_set():
-                    with self.lock:
-                        block, self.queue = self.queue[:2560], self.queue[2560:]
-                    os.write(fd, block.ljust(2560, b"\0"))
-                    fed += 2560
-                    time.sleep(max(0.0, t0 + fed / 32000 - time.monotonic()))
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
 
 
 def feed_of(sub: Client) -> list[dict]:
@@ -112,7 +77,8 @@ def test_a_day_of_turns_leaves_no_private_text_anywhere(tmp_path):
     fifo, playback = home / "capture.fifo", home / "playback.raw"
     os.mkfifo(fifo)
     (home / ".asoundrc").write_text(ASOUNDRC.format(out=playback, inp=fifo))
-    mic = Mic(fifo)
+    mic = SwitchableMic(fifo)  # silence, and speech when say() is called, at real-time pace
+    mic.present.set()
     mic.start()
     journal = work / "journal.log"
     broker = Broker(work).start()
