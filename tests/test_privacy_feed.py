@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from support.appliance import converse_clips
@@ -29,6 +30,7 @@ from voice_agent.events import (
 from voice_agent.privacy import EventView, Redactor
 from voice_agent.privacy.redact import digits_of
 
+ROOT = Path(__file__).resolve().parent.parent
 PERSONAL_FIELDS = {"text", "arguments", "result", "prompt", "reasons", "reason", "message"}
 
 
@@ -183,3 +185,41 @@ def test_when_text_may_be_printed(env, journal_text, verbose, shown):
     from voice_agent.privacy.journal import text_allowed
 
     assert text_allowed(verbose, journal_text, env) is shown
+
+
+def test_what_mcp_servers_write_to_stderr_follows_the_journal_rule(tmp_path):
+    """An MCP server's stderr used to go straight to the appliance's stderr, i.e. the journal: whatever the server
+    logged (what it was asked, what it read) landed there. Now each line is a log record whose text is personal."""
+    import asyncio
+    import time
+
+    from voice_agent.app import build_household
+    from voice_agent.config import McpServerConfig, load_config
+    from voice_agent.intents import LocalIntents
+    from voice_agent.privacy.journal import LogPrivacy, configure
+
+    chatty = McpServerConfig(name="chatty", command="sh", start_timeout_s=5,
+                             args=["-c", "echo 'reading mail: I think I am pregnant, pin 4711' >&2; exit 3"])
+    base = load_config(ROOT / "tests/data/home.toml")
+    cfg = dataclasses.replace(base, mcp_servers=[chatty],
+                              appliance=dataclasses.replace(base.appliance, data_dir=str(tmp_path / "data")))
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(LogPrivacy())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    configure(Redactor.from_config(cfg), show_text=False)
+
+    async def main() -> None:
+        home = await build_household(cfg, LocalIntents(cfg.devices), use_mqtt=False, use_llm=False, audit=False)
+        await home.aclose()
+
+    try:
+        asyncio.run(main())
+        deadline = time.monotonic() + 10
+        while "chars>" not in handler.stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        root.removeHandler(handler)
+    text = handler.stream.getvalue()
+    assert "<45 chars>" in text, text  # the line arrived, as a log record ...
+    assert "pregnant" not in text and "4711" not in text, text  # ... without its text

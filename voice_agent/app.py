@@ -184,9 +184,12 @@ async def build_household(cfg: Config, intents: LocalIntents, *, bus: EventBus |
     if use_mcp and cfg.mcp_servers:
         from .tools.mcp_tools import McpToolbox
 
+        from .privacy.journal import child_stderr
+
         home.mcp = McpToolbox(cfg.mcp_servers, reserved_names=[t.name for t in registry.specs()],
                               start_timeout_s=max(m.start_timeout_s for m in cfg.mcp_servers),
-                              call_timeout_s=max(m.call_timeout_s for m in cfg.mcp_servers))
+                              call_timeout_s=max(m.call_timeout_s for m in cfg.mcp_servers),
+                              errlog=child_stderr("voice_agent.mcp.stderr"))  # their lines follow the journal rule
         for tool in await home.mcp.start():
             registry.register(tool)
 

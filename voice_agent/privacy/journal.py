@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TextIO
 
 from ..events import PERSONAL_KINDS
 from .redact import Redactor
@@ -92,6 +94,23 @@ class LogPrivacy(logging.Filter):
             text = record.exc_text or self._formatter.formatException(record.exc_info)  # type: ignore[arg-type]
             record.exc_text = _state.redactor.text(text)
         return True
+
+
+def child_stderr(logger_name: str, level: int = logging.WARNING) -> TextIO:
+    """A file with a real descriptor to hand to child processes as their stderr (MCP servers): each line they write
+    becomes a log record of `logger_name` whose text counts as personal (a server may log what it was asked or what
+    it read), so the journal shows `<N chars>` unless text is allowed, and secrets are masked either way."""
+    read_fd, write_fd = os.pipe()
+    logger = logging.getLogger(logger_name)
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if line.strip():
+                    logger.log(level, "%s", Personal(line.rstrip()))
+
+    threading.Thread(target=pump, name=f"{logger_name}-stderr", daemon=True).start()
+    return os.fdopen(write_fd, "w", buffering=1, encoding="utf-8")
 
 
 def install_log_filter(logger: logging.Logger | None = None) -> None:
