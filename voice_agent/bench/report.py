@@ -167,7 +167,8 @@ def readme_block(result: dict) -> str:
            f"tiny.en, Piper en_US-joe-medium. Reference: Home Assistant's wyoming-faster-whisper "
            f"{ref.get('versions', {}).get('wyoming-faster-whisper', '')} + wyoming-piper with the same model files, "
            f"as HA's Whisper add-on ships by default ({ref.get('stt', 'beam 1, no prompt')}), driven as HA does "
-           f"({ref.get('vad', '0.7 s silence endpoint')}; full transcript, then synthesis). With HA's microVAD "
+           f"(the audio after the wake word streamed in real time; {ref.get('vad', '0.7 s silence endpoint')}; full "
+           f"transcript, then synthesis). With HA's microVAD "
            f"endpointing instead of webrtcvad the reference p50 is {v('reference_microvad_e2e_p50_ms')} (reported, "
            f"not used for the ratio). End of speech is the scheduled capture time of the last speech sample, on both "
            f"sides.", "",
