@@ -102,7 +102,7 @@ class Executor:
             self.bus.emit(ActionExecuted(call.name, True, result.text))
         else:
             self.bus.emit(ErrorEvent("tool-failed", result.text))
-        session.note_untrusted(result.text, "tool_result", call.name)  # untrusted content for later calls
+        session.note_untrusted(result.text, f"the {call.name} result")  # untrusted content for later calls
         return result
 
     def _finish(self, audit_id: int | None, status: str, outcome: str, confirmation: str = "") -> None:

@@ -9,20 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .tools.base import UntrustedText
+
 if TYPE_CHECKING:
     from .safety import ProposedAction, RiskDecision
     from .tools.base import ToolCall
-
-
-@dataclass(frozen=True)
-class UntrustedText:
-    """Text that entered the conversation from somewhere other than the user's mouth."""
-
-    source: str
-    """tool_result | message | web | announcement | context (see tools.base.Provenance)."""
-    text: str
-    tool: str = ""
-    """The tool whose result it was, if any."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +50,10 @@ class Session:
         self.request = request
         self.untrusted.clear()
 
-    def note_untrusted(self, text: str, source: str = "tool_result", tool: str = "") -> None:
+    def note_untrusted(self, text: str, source: str = "a tool's output") -> None:
+        """Record untrusted text read in this turn; `source` names it as a person would ("your email")."""
         if text:
-            self.untrusted.append(UntrustedText(source, text[:MAX_UNTRUSTED_CHARS], tool))
+            self.untrusted.append(UntrustedText(source, text[:MAX_UNTRUSTED_CHARS]))
 
     @property
     def untrusted_texts(self) -> tuple[str, ...]:
