@@ -70,13 +70,10 @@ def test_live_loop_command_and_announcement(live, broker, engines, tmp_path):
         announced = [e for e in events.items[before:] if e["type"] == "announcement"]
         assert [a["text"] for a in announced] == ["The washing machine has finished."]
         assert not [e for e in events.items[before:] if e["type"] == "tool_call"]
-        size = -1
-        for _ in range(100):  # wait until playback stops growing
-            time.sleep(0.3)
-            now = playback.stat().st_size if playback.exists() else 0
-            if now == size and now > 0:
-                break
-            size = now
+        # its speech (not only the chime before it, 240 ms) has been handed to the device once its tts_done comes
+        start = events.items.index(announced[0])
+        assert events.wait(lambda ev: any(e["type"] == "tts_done" and e["audio_ms"] > 1000 for e in ev[start:]), 60), \
+            events.items[start:]
         assert proc.poll() is None, "the appliance died"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(STOP_BOUND_S) == 0

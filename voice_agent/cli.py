@@ -103,8 +103,9 @@ def cmd_say(args) -> int:
 
 def cmd_run(args) -> int:
     from .live import run_live
+    from .shutdown import end_process
 
-    return asyncio.run(run_live(_config(args), wake_enabled=not args.no_wake, json_events=args.json))
+    end_process(asyncio.run(run_live(_config(args), wake_enabled=not args.no_wake, json_events=args.json)))
 
 
 def cmd_doctor(args) -> int:

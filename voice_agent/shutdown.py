@@ -15,10 +15,11 @@ import os
 import sys
 import threading
 from collections.abc import Awaitable
+from typing import NoReturn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Deadline", "settle", "FORCED_EXIT_CODE"]
+__all__ = ["Deadline", "settle", "end_process", "FORCED_EXIT_CODE"]
 
 FORCED_EXIT_CODE = 70  # EX_SOFTWARE: the stop overran its deadline
 
@@ -60,3 +61,18 @@ class Deadline:
             sys.stderr.flush()
         finally:
             os._exit(FORCED_EXIT_CODE)
+
+
+def end_process(rc: int) -> NoReturn:
+    """End the process now, once everything that matters is closed (audit log, MQTT, devices, MCP servers).
+
+    The interpreter's own teardown frees the loaded models through their native libraries' destructors: measured
+    at 1-2.5 s on an idle 2-core machine and up to 10 s under load, after the point where `Deadline` can still act
+    (daemon threads stop when finalization begins). It has nothing left to save, so it is skipped."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(rc)
