@@ -50,12 +50,6 @@ SAMPLE = ROOT / "tests/data/home.toml"
 WAV_EXAMPLES = int(os.environ.get("VOICE_AGENT_FUZZ_WAV", "1500"))
 CONFIG_EXAMPLES = int(os.environ.get("VOICE_AGENT_FUZZ_CONFIG", "1500"))
 LLM_EXAMPLES = int(os.environ.get("VOICE_AGENT_FUZZ_LLM", "150"))
-TRIED: dict[str, int] = {}
-
-
-def count(name: str) -> None:
-    TRIED[name] = TRIED.get(name, 0) + 1
-
 
 # ------------------------------------------------------------------------------------------------------------ WAV
 
@@ -121,7 +115,6 @@ wav_inputs = st.one_of(st.binary(max_size=2048), crafted_wav(), mutated_real_wav
 @settings(max_examples=WAV_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(wav_inputs)
 def test_fuzz_decode_wav_gives_a_clip_or_an_audio_format_error(data):
-    count("wav")
     try:
         clip = decode_wav(data, "fuzz.wav")
     except AudioFormatError as exc:
@@ -278,7 +271,6 @@ def check_accepted(cfg: Config) -> None:
 @settings(max_examples=CONFIG_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(config_texts)
 def test_fuzz_parse_config_gives_a_config_or_a_config_error_naming_the_file(text):
-    count("config")
     try:
         cfg = parse_config(text, SOURCE)
     except ConfigError as exc:
@@ -413,7 +405,6 @@ async def llm_turn(cfg: Config, base_url: str, user_text: str, tmp: Path) -> tup
 def test_fuzz_llm_tool_calls_never_run_an_unknown_or_invalid_call(llm_server, calls, again, tmp_path_factory):
     from voice_agent.tools.base import ToolCall
 
-    count("llm")
     cfg = load_config(SAMPLE)
     llm_server.server.script = {"rules": [
         {"when_user": ".", "tool_calls": calls},
@@ -575,7 +566,6 @@ def test_injected_tool_results_execute_nothing(cfg, engines, broker, tmp_path):
                     window = events[start:]
                     outcomes.append((tool, [e["name"] for e in window if e["type"] == "action_executed"],
                                      [e["decision"] for e in window if e["type"] == "risk" and e["name"] == tool]))
-                    count("injection")
             finally:
                 await app.aclose()
 
@@ -600,7 +590,6 @@ def test_injected_mail_body_through_spoken_turns_executes_nothing(cfg, engines, 
                                           espeak("what time is it", voice="en-us")])
         time.sleep(1)
         commands = list(sub.messages)
-    count("injection")
     names = [n for n, _ in run.tool_calls()]
     assert "mail_read" in names and "bank_transfer" in names, run.events
     assert [e["name"] for e in run.of("action_executed")] == ["mail_read"], run.of("action_executed")
@@ -640,15 +629,9 @@ def test_injected_announcements_are_only_spoken(cfg, engines, broker, tmp_path):
         commands = [m for m in sub.messages if m.topic.startswith("zigbee2mqtt/")]
         requests = srv.requests()
     spoken = [e["text"] for e in events if e["type"] == "announcement"]
-    for _ in INJECTED_ANNOUNCEMENTS:
-        count("injection")
     expected = [t for t in INJECTED_ANNOUNCEMENTS if not t.startswith("{")]  # a JSON object without "text" is dropped
     assert len(spoken) == len(expected), spoken
     assert all(any(w.isalpha() for w in s) for s in spoken)
     assert not [e for e in events if e["type"] in ("tool_call", "action_executed", "confirmation_requested")]
     assert requests == [] and commands == [] and ledger_entries(ledger) == []
     assert len([e for e in events if e["type"] == "tts_done"]) >= len(expected)
-
-
-def test_zz_fuzz_inputs_tried_report():
-    print("\nhostile inputs tried: " + ", ".join(f"{k}={v}" for k, v in sorted(TRIED.items())))

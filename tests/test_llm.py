@@ -158,26 +158,25 @@ def test_streamed_text_comes_out_as_sentences(server: OpenAIServerProcess) -> No
 
 
 def test_sentences_arrive_before_the_stream_ends(tmp_path: Path) -> None:
-    """With a paced server, the first sentence reaches the caller while the model is still writing."""
-    script = {"rules": [{"when_user": "", "reply": "First one. " + " ".join(["Word"] * 40) + "."}]}
+    """With a server that paces its tokens (40 a second), the first sentence reaches the caller while the model is
+    still writing: a client that held sentences back until the end of the stream would hand the first one over
+    only when the last one comes, about a second later."""
+    words = 40
+    script = {"rules": [{"when_user": "", "reply": "First one. " + " ".join(["Word"] * words) + "."}]}
     with OpenAIServerProcess(script, tmp_path, "--tokens-per-s", "40") as srv:
-        async def go() -> tuple[list[str], bool]:
+        async def go() -> list[tuple[str, float]]:
             client = LlmClient(cfg(srv.base_url))
             agent = LlmAgent(client, list, _never_execute)
-            out: list[str] = []
-            still_streaming = False
-            async for sentence in agent.respond("talk"):
-                if not out:
-                    # the server's record is written before it answers; the stream has >40 chunks at 40/s left
-                    still_streaming = agent.history[-1]["role"] == "user"
-                out.append(sentence)
+            out = [(sentence, time.monotonic()) async for sentence in agent.respond("talk")]
             await client.aclose()
-            return out, still_streaming
+            return out
 
-        out, still_streaming = asyncio.run(go())
-    assert out[0] == "First one."
+        out = asyncio.run(go())
+    assert [s for s, _ in out][0] == "First one."
     assert len(out) == 2
-    assert still_streaming
+    gap = out[1][1] - out[0][1]
+    # the rest of the reply is `words` more tokens at 40 a second: the first sentence came that long before the last
+    assert gap >= 0.5 * words / 40, f"the first sentence came only {gap:.2f} s before the end of the stream"
 
 
 async def _never_execute(call: ToolCall) -> ToolResult:
@@ -353,20 +352,25 @@ def test_conversation_continues_after_an_llm_error(server: OpenAIServerProcess) 
 
 
 def test_barge_in_records_what_was_actually_said(server: OpenAIServerProcess) -> None:
+    """Two sentences were handed out for speech, the user talked over the first: the history keeps only what was
+    heard, not what the model wrote nor what was queued."""
     async def go() -> list[dict]:
         client = LlmClient(cfg(server.base_url))
         agent = LlmAgent(client, list, _never_execute)
         gen = agent.respond("tell me a long story")
         first = await gen.__anext__()
-        await gen.aclose()  # the user talked over the assistant
+        second = await gen.__anext__()
+        assert (first, second) == ("Once upon a time there was a lamp.", "It glowed.")
+        await gen.aclose()  # the user talked over the assistant while the first sentence played
         agent.record_spoken(first)
         await collect(agent, "what's the weather")
         await client.aclose()
         return agent.history
 
     history = asyncio.run(go())
-    assert history[:2] == [{"role": "user", "content": "tell me a long story"},
-                           {"role": "assistant", "content": "Once upon a time there was a lamp."}]
+    assert history[:3] == [{"role": "user", "content": "tell me a long story"},
+                           {"role": "assistant", "content": "Once upon a time there was a lamp."},
+                           {"role": "user", "content": "what's the weather"}]
 
 
 def test_history_is_bounded_and_starts_at_a_user_message(server: OpenAIServerProcess) -> None:
