@@ -200,23 +200,32 @@ def _fill(directory: Path) -> None:
 @pytest.mark.parametrize("how", ["read-only-at-start", "disk-full-mid-run"])
 def test_audit_storage_failure_refuses_risky_actions_out_loud_and_harmless_ones_still_run(how, cfg, engines, broker,
                                                                                           tiny_fs):
+    """The audit log's disk is read-only from the start, or fills up after a first action was logged: a risky
+    action is then refused out loud, a harmless one still runs, and what was logged before is intact."""
+    from voice_agent.audit import AuditLog
+
     data = tiny_fs / "data"
     data.mkdir()
     if how == "read-only-at-start":
         subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], check=True)
     c = dataclasses.replace(cfg, appliance=dataclasses.replace(cfg.appliance, data_dir=str(data)))
+    seen: dict[str, object] = {}
 
-    def fill_disk(app, n):
-        if how == "disk-full-mid-run":
-            assert app.audit is not None
+    def fill_disk_after_the_first_turn(app, n):
+        if how == "disk-full-mid-run" and n == 1:
+            assert app.audit is not None, "the audit log did not open before the disk filled"
+            seen["logged_before"] = [(e.tool, e.status) for e in app.audit.recent(10)]
             _fill(tiny_fs)
+            seen["free_after_fill"] = os.statvfs(tiny_fs).f_bavail
 
     with Client(broker, "zigbee2mqtt/#") as sub:
-        run = converse_clips(c, engines, [clip("what time is it"), clip("unlock the front door", "en-us+f3"),
-                                          clip(LIGHTS_OFF, "en-us+m3")], setup=fill_disk, use_llm=False)
+        run = converse_clips(c, engines, [clip("turn on the living room lamp"), clip("unlock the front door", "en-us+f3"),
+                                          clip(LIGHTS_OFF, "en-us+m3")], between=fill_disk_after_the_first_turn,
+                             use_llm=False)
         assert sub.wait_for(lambda m: any(x.topic == "zigbee2mqtt/kitchen_light/set" for x in m), 30)
         locks = sub.on("zigbee2mqtt/front_door_lock/set")
-    _, t_unlock, t_light = run.turns()[:3]
+    t_lamp, t_unlock, t_light = run.turns()[:3]
+    assert [e["name"] for e in t_lamp if e["type"] == "action_executed"] == ["set_light"], t_lamp
     assert [e["name"] for e in t_unlock if e["type"] == "tool_call"] == ["set_lock"], t_unlock
     assert "audit-unavailable" in [e["code"] for e in t_unlock if e["type"] == "error"]
     assert not [e for e in t_unlock if e["type"] in ("action_executed", "confirmation_requested")]
@@ -224,6 +233,13 @@ def test_audit_storage_failure_refuses_risky_actions_out_loud_and_harmless_ones_
     assert "audit log" in said and "won't" in said, said
     assert locks == [], "the door was unlocked without an audit record"
     assert [e["name"] for e in t_light if e["type"] == "action_executed"] == ["set_light"]
+    if how == "disk-full-mid-run":
+        assert seen["logged_before"] == [("set_light", "executed")], seen  # the audit worked until the disk filled
+        assert seen["free_after_fill"] == 0, seen
+        (tiny_fs / "filler").unlink()  # space is freed: what was logged before the disk filled is all there
+        with AuditLog(data / "audit.db") as audit:
+            rows = [(e.tool, e.status) for e in audit.recent(10)]
+        assert ("set_light", "executed") in rows and not [r for r in rows if r[0] == "set_lock"], rows
 
 
 # ------------------------------------------------------------------------------------------------ corrupt model
