@@ -1,4 +1,6 @@
-"""Speech recognition accuracy on real human speech (not synthetic), and audio input of every common WAV format."""
+"""Speech recognition accuracy on recordings from PyPI packages (fetched at set-up: pytest-audioeval's clean sample
+clips, which sound synthetic, and pyannote's real two-speaker telephone call), and audio input of every common WAV
+format."""
 
 from __future__ import annotations
 
@@ -8,18 +10,18 @@ import sys
 import numpy as np
 import pytest
 
-from support.speech import real_speech, telephone_speech, wer
+from support.speech import sample_clips, telephone_speech, wer
 from voice_agent.audio import decode_wav, read_wav
 from voice_agent.errors import AudioFormatError
 
 
-def test_wer_on_real_recordings(engines):
+def test_wer_on_the_audioeval_sample_clips(engines):
     refs, hyps = [], []
-    for wav, ref in real_speech():
+    for wav, ref in sample_clips():
         hyps.append(engines.stt.transcribe(read_wav(wav).pcm, biased=False).text)
         refs.append(ref)
     score = wer(" ".join(refs), " ".join(hyps))
-    print(f"\nWER on pytest-audioeval English recordings ({len(refs)} files): {score:.3f}")
+    print(f"\nWER on pytest-audioeval's English sample clips ({len(refs)} files): {score:.3f}")
     assert score <= 0.10, list(zip(refs, hyps))
 
 
