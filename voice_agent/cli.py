@@ -105,7 +105,8 @@ def cmd_run(args) -> int:
     from .live import run_live
     from .shutdown import end_process
 
-    end_process(asyncio.run(run_live(_config(args), wake_enabled=not args.no_wake, json_events=args.json)))
+    end_process(asyncio.run(run_live(_config(args), wake_enabled=not args.no_wake, json_events=args.json,
+                                     private_broker=args.private_broker)))
 
 
 def cmd_doctor(args) -> int:
@@ -187,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
             "once models are warm and pings the watchdog.")
     p.add_argument("--no-wake", action="store_true", help="do not wait for the wake word (every utterance is a command)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
+    p.add_argument("--private-broker", action="store_true",
+                   help="if the configured MQTT broker is on this machine and not running, start a private mosquitto "
+                        "for this session (make run does this)")
 
     p = add("process", cmd_process, "run spoken turns from WAV files through the live pipeline",
             "Feed WAV files (the turns of one conversation) through exactly the pipeline the microphone uses, at "

@@ -42,7 +42,10 @@ def has_device(kind: str, device: str) -> tuple[bool, str]:
         return False, str(exc) or f"no {kind} device"
 
 
-async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool = False) -> int:
+async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool = False,
+                   private_broker: bool = False) -> int:
+    from .mqtt_topics import topics_for
+    from .private_broker import start_if_wanted
     from .service import Notifier
 
     notifier = Notifier()
@@ -52,6 +55,7 @@ async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool 
     speaker = SoundDeviceSpeaker(cfg.audio.output_device)  # retries the device on every reply
     if not out_ok:
         _say(f"no playback device ({out_name}); replies are synthesised but not played until one appears")
+    broker = start_if_wanted(cfg.mqtt, topics_for(cfg.mqtt, cfg.appliance).announce, _say) if private_broker else None
     app = await build_app(cfg, engines, speaker, wake_enabled=wake_enabled)
     app.bus.subscribe(json_printer(sys.stdout) if json_events else human_printer(sys.stdout))
     stop = asyncio.Event()
@@ -103,6 +107,8 @@ async def run_live(cfg: Config, *, wake_enabled: bool = True, json_events: bool 
     watchdog.cancel()
     await settle(asyncio.gather(listener, watchdog, return_exceptions=True), LISTENER_STOP_S, "the microphone loop")
     await settle(app.aclose(), CLOSE_S, "closing the pipeline and its links")
+    if broker is not None:
+        broker.stop()  # after the link said goodbye on it
     speaker.close()
     for device in (*sources, speaker):
         await settle(device.wait_closed(), DEVICE_CLOSE_S, f"closing the {type(device).__name__}")

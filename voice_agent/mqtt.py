@@ -38,13 +38,15 @@ _Outgoing = tuple[str, bytes, int, bool]
 
 class _QuietPaho(logging.Filter):
     """paho logs an ERROR for every failed reconnect attempt and every dropped socket; the link reports outages
-    itself, once, so these become DEBUG."""
+    itself, once, so these become DEBUG: shown with `-v`, dropped otherwise (the logger's level was checked against
+    the original ERROR before any filter runs, so a record demoted here must be dropped here)."""
 
     NOISE = ("Client is not connected", "failed to receive on socket")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if str(record.msg).startswith(self.NOISE):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return _paho_log.isEnabledFor(logging.DEBUG)
         return True
 
 
@@ -263,7 +265,9 @@ class MqttLink:
             log.exception("MQTT on_connect failed")
 
     def _handle_connect_fail(self, _client: paho.Client, _ud: Any) -> None:
-        self._problem(f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable; retrying with backoff")
+        self._problem(f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable; retrying in the background. "
+                      f"Start one (`sudo systemctl start mosquitto`, or `make run` starts a private one), point "
+                      f"[mqtt] host/port at yours, or set [mqtt] enabled = false")
 
     def _handle_subscribe(self, _client: paho.Client, _ud: Any, mid: int, reasons: list[Any], _props: Any) -> None:
         try:

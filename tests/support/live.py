@@ -63,8 +63,10 @@ class LiveAppliance:
     """The real `voice-agent run` process with its HOME holding the ALSA test devices' .asoundrc."""
 
     def __init__(self, tmp_path: Path, broker, *, extra_config: str = "", llm_url: str = "http://127.0.0.1:9/v1",
-                 llm_timeout_s: float | None = None, env_extra: dict | None = None) -> None:
+                 llm_timeout_s: float | None = None, env_extra: dict | None = None,
+                 run_args: tuple[str, ...] = ()) -> None:
         self.tmp = tmp_path
+        self.run_args = run_args
         home = tmp_path / "home"
         home.mkdir(parents=True, exist_ok=True)
         fifo, self.playback = home / "capture.fifo", home / "playback.raw"
@@ -86,7 +88,7 @@ class LiveAppliance:
     def start(self) -> LiveAppliance:
         with open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "--config", str(self.config),
-                                          "run", "--json"], stdout=subprocess.PIPE, stderr=err, text=True,
+                                          "run", "--json", *self.run_args], stdout=subprocess.PIPE, stderr=err, text=True,
                                          env=self.env, cwd=ROOT)
         self.events = Events(self.proc)
         return self
