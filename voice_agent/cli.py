@@ -78,7 +78,7 @@ def cmd_transcribe(args) -> int:
     cfg = _config(args)
     clip = read_wav(args.file)
     stt = Transcriber(cfg.stt, LocalIntents(cfg.devices).stt_prompt() if args.bias else None)
-    result = stt.transcribe(clip.pcm)
+    result = stt.transcribe_long(clip.pcm, biased=args.bias)
     if args.json:
         print(json.dumps({"text": result.text, "stt_ms": round(result.seconds * 1000), "audio_s": round(result.audio_s, 3)}))
     else:
