@@ -2,15 +2,14 @@
 nothing listens on its port, start a private mosquitto for this session, so that the embedded defaults show
 announcements working out of the box. It listens on the configured address only, allows anonymous clients (it is
 reachable from this machine alone), keeps nothing on disk, and ends with the appliance (also if the appliance dies:
-the kernel sends it SIGTERM when its parent exits). An installed broker that is running is always used as is."""
+started through util-linux's `setpriv --pdeathsig TERM`, the kernel sends it SIGTERM when its parent exits). An
+installed broker that is running is always used as is."""
 
 from __future__ import annotations
 
-import ctypes
 import getpass
 import logging
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,7 +21,6 @@ from .errors import MqttError
 
 log = logging.getLogger(__name__)
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_PR_SET_PDEATHSIG = 1
 
 
 def listening(host: str, port: int) -> bool:
@@ -37,10 +35,6 @@ def wanted(cfg: MqttConfig) -> bool:
     """A private broker is wanted when MQTT is on, plain (no TLS, no credentials) and local, and nothing listens."""
     return (cfg.enabled and not cfg.tls and not cfg.username and cfg.host in LOCAL_HOSTS
             and not listening(cfg.host, cfg.port))
-
-
-def _die_with_parent() -> None:  # in the child, before exec
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class PrivateBroker:
@@ -58,8 +52,10 @@ class PrivateBroker:
         conf = Path(self._dir.name) / "mosquitto.conf"
         conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
                         f"user {getpass.getuser()}\nlog_dest none\n")
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+        setpriv = shutil.which("setpriv")  # no preexec_fn: forking a threaded process into Python code can deadlock
+        cmd = [setpriv, "--pdeathsig", "TERM", "--", exe] if setpriv else [exe]
+        self.proc = subprocess.Popen([*cmd, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
