@@ -368,6 +368,7 @@ async def llm_turn(cfg: Config, base_url: str, user_text: str, tmp: Path) -> tup
     from voice_agent.events import EventBus
     from voice_agent.executor import Executor
     from voice_agent.llm import LlmClient
+    from voice_agent.session import Session
     from voice_agent.safety import RiskClassifier
     from voice_agent.tools.announce import AnnounceTool
     from voice_agent.tools.base import ToolRegistry
@@ -394,7 +395,8 @@ async def llm_turn(cfg: Config, base_url: str, user_text: str, tmp: Path) -> tup
     audit = AuditLog(tmp / "audit.db")
     executor = Executor(registry, RiskClassifier(cfg.safety), audit, bus, cfg.safety)
     client = LlmClient(dataclasses.replace(cfg.llm, base_url=base_url, timeout_s=10))
-    agent = LlmAgent(client, registry.specs, lambda call: executor.execute(call, user_text), max_rounds=2)
+    session = Session(request=user_text)
+    agent = LlmAgent(client, registry.specs, lambda call: executor.execute(call, session), max_rounds=2)
     error = None
     try:
         async for _ in agent.respond(user_text):
@@ -644,11 +646,12 @@ def test_injected_tool_results_execute_nothing(cfg, engines, broker, tmp_path):
                 assert "web_fetch" in app.registry and "bank_transfer" in app.registry
                 for i, (_, tool, _) in enumerate(INJECTED_TOOL_RESULTS):
                     start = len(events)
-                    app.executor.new_turn()
-                    async for sentence in app.appliance.agent.respond(f"read page {i}"):
+                    conv = app.appliance.conversation
+                    conv.session.new_turn(f"read page {i}")
+                    async for sentence in conv.agent.respond(f"read page {i}"):
                         pass
-                    if app.executor.pending is not None:  # nobody says yes
-                        await app.executor.resolve(None)
+                    if conv.pending is not None:  # nobody says yes
+                        await app.executor.resolve(conv.session, None)
                     window = events[start:]
                     outcomes.append((tool, [e["name"] for e in window if e["type"] == "action_executed"],
                                      [e["decision"] for e in window if e["type"] == "risk" and e["name"] == tool]))

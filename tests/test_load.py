@@ -44,14 +44,13 @@ async def burst_announcements(cfg, engines, broker, n: int) -> dict:
         for info in infos:
             await asyncio.to_thread(info.wait_for_publish, 60)
         t_sent = time.perf_counter() - t0
-        # no speed requirement here (that is the benchmark's job, and this machine is shared): wait as long as
-        # announcements keep coming, and give up only when none has come for a minute
-        last, progress_at = -1, time.monotonic()
-        rss_warm = None
-        while (done := len([e for e in events if e["type"] == "announcement"])) < n \
-                and time.monotonic() - progress_at < 60:
+        # no wall-clock budget for the whole burst (a busy machine speaks slower); stuck means no progress for 30 s
+        rss_warm, last, last_progress = None, -1, time.monotonic()
+        while (done := len([e for e in events if e["type"] == "announcement"])) < n:
             if done != last:
-                last, progress_at = done, time.monotonic()
+                last, last_progress = done, time.monotonic()
+            elif time.monotonic() - last_progress > 30:
+                break
             if rss_warm is None and done >= n // 4:  # the ONNX runtime's arena has grown to the sentence sizes
                 rss_warm = rss_mb()
             await asyncio.sleep(0.1)

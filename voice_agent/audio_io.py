@@ -34,9 +34,12 @@ class FileSource:
                  ready: Callable[[], Awaitable[None]] | None = None) -> None:
         self.clips, self.fast, self.tail_ms, self.ready = list(clips), fast, tail_ms, ready
         self.samples_fed = 0
+        # The pace clock: stream sample n (counted over all clips) is scheduled to be captured at clock_t0 + n / RATE,
+        # for the stretch being fed (the clock restarts after each wait for `ready`).
+        self.clock_t0: float | None = None
 
     async def chunks(self) -> AsyncIterator[AudioChunk]:
-        t0 = time.monotonic()
+        t0 = self.clock_t0 = time.monotonic()
         for clip in self.clips:
             padded = AudioClip(np.concatenate([clip.pcm, silence(self.tail_ms)]))
             for chunk in padded.chunks(CHUNK_SAMPLES, 1000.0 * self.samples_fed / RATE):
@@ -49,6 +52,7 @@ class FileSource:
             if self.ready is not None:
                 await self.ready()
                 t0 = time.monotonic() - self.samples_fed / RATE  # the wait is not audio: restart the pace clock
+                self.clock_t0 = t0
 
 
 class CollectingSpeaker:

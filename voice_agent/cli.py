@@ -160,7 +160,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import main as bench_main
+    from .bench.cli import main as bench_main
 
     return bench_main(args)
 
@@ -232,10 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("config", cmd_config, "print the embedded default config, or check a config file")
     p.add_argument("action", choices=["show", "check"])
 
-    p = add("bench", cmd_bench, "measure latency, CPU and memory against Home Assistant's Wyoming services")
+    p = add("bench", cmd_bench, "measure latency, CPU and memory against Home Assistant's Wyoming services",
+            "Speak a fixed set of commands (espeak-ng voices, clean and noisy) into the full appliance at microphone "
+            "pace, then the same audio into Home Assistant's wyoming-faster-whisper and wyoming-piper as its add-ons "
+            "ship them (beam 1, no prompt, 0.7 s silence endpoint; a second row with our home prompt), in the same "
+            "run. Latency runs from the scheduled capture of the last speech sample to the first reply audio, on "
+            "both sides; p50/p95 count every command (no reply = a timeout at --limit-s). Takes ~15 min in full, "
+            "~2 min with --quick. Example: voice-agent bench --quick --json")
     p.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     p.add_argument("--quick", action="store_true", help="fewer commands and a shorter CPU window")
     p.add_argument("--no-reference", action="store_true", help="skip the Wyoming reference")
+    p.add_argument("--limit-s", type=float, default=None, metavar="S",
+                   help="a command with no reply audio this long after it ends counts as a timeout at S (default 10)")
     p.add_argument("--update-readme", action="store_true", help="rewrite the results table in README.md")
     p.add_argument("--vad-sweep", action="store_true",
                    help="also compare VADs and end-of-speech silences (words cut off against latency)")

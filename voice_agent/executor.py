@@ -1,6 +1,9 @@
 """The single execution point. Every action, whichever path proposed it (local intents, the LLM, a timer), passes
 here: argument validation, the catastrophic-action classifier, the audit log (written before and after), and — for
-flagged actions — a spoken confirmation that must arrive in a fresh utterance before anything runs."""
+flagged actions — a spoken confirmation that must arrive in a fresh utterance before anything runs.
+
+The executor is shared by every conversation and keeps no conversation state of its own: the user's words, the
+untrusted text a turn has read and the action waiting for a yes live in the caller's `Session`."""
 
 from __future__ import annotations
 
@@ -12,20 +15,11 @@ from .audit import AuditLog
 from .config import SafetyConfig
 from .errors import AuditError, ToolError
 from .events import ActionCancelled, ActionExecuted, ConfirmationRequested, ErrorEvent, EventBus, Risk, ToolCallEvent
-from .safety import ProposedAction, RiskClassifier, RiskDecision, affirmative, describe_action
+from .safety import ProposedAction, RiskClassifier, affirmative, describe_action
+from .session import PendingAction, Session
 from .tools.base import ToolCall, ToolRegistry, ToolResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PendingAction:
-    call: ToolCall
-    action: ProposedAction
-    decision: RiskDecision
-    audit_id: int | None
-    prompt: str
-    expires_at: float
 
 
 @dataclass
@@ -35,46 +29,38 @@ class Executor:
     audit: AuditLog | None
     bus: EventBus
     safety: SafetyConfig = field(default_factory=SafetyConfig)
-    pending: PendingAction | None = None
-    untrusted_context: list[str] = field(default_factory=list)
-    """Untrusted texts seen in the current turn (tool results, message bodies); reset by `new_turn`."""
 
-    def new_turn(self) -> None:
-        self.untrusted_context.clear()
-
-    def note_untrusted(self, text: str) -> None:
-        if text:
-            self.untrusted_context.append(text[:4000])
-
-    def _provenance(self, call: ToolCall, user_request: str) -> dict[str, str]:
+    def _provenance(self, call: ToolCall, session: Session) -> dict[str, str]:
         if call.source == "local":
             return {k: "user" for k in call.arguments}
         if call.source == "announcement":
             return {k: "announcement" for k in call.arguments}
         prov = dict(call.provenance)
-        said = user_request.lower()
+        said = session.request.lower()
         for k, v in call.arguments.items():
             if k in prov:
                 continue
             text = str(v).lower().strip()
-            if text and any(text in u.lower() for u in self.untrusted_context) and text not in said:
+            if text and any(text in u.lower() for u in session.untrusted_texts) and text not in said:
                 prov[k] = "tool_result"
             else:
                 prov[k] = "user" if text and text in said else "llm"
         return prov
 
-    async def execute(self, call: ToolCall, user_request: str = "") -> ToolResult:
-        """Validate, classify, audit, and run (or ask, or refuse). Never raises."""
+    async def execute(self, call: ToolCall, session: Session) -> ToolResult:
+        """Validate, classify, audit, and run (or ask, or refuse), on behalf of `session`. Never raises. A flagged
+        action becomes `session.pending` and the result is "pending_confirmation" with the question to ask."""
+        user_request = session.request
         self.bus.emit(ToolCallEvent(call.name, call.arguments, call.source))
         try:
             tool = self.registry.validate(call)
         except ToolError as exc:
             self.bus.emit(ErrorEvent(exc.code, exc.message))
             return ToolResult("error", exc.message)
-        call = replace(call, provenance=self._provenance(call, user_request))
+        call = replace(call, provenance=self._provenance(call, session))
         action = ProposedAction(tool=call.name, arguments=call.arguments, description=tool.spec.description,
                                 user_request=user_request, provenance=call.provenance,
-                                untrusted_context=tuple(self.untrusted_context), risk=tool.spec.risk)
+                                untrusted_context=session.untrusted_texts, risk=tool.spec.risk)
         decision = self.classifier.classify(action)
         self.bus.emit(Risk(call.name, decision.decision, round(decision.score, 3), list(decision.reasons)))
         try:
@@ -96,12 +82,14 @@ class Executor:
         if decision.decision == "confirm":
             prompt = f"Do you want me to {describe_action(action)}?"
             prompt += " Say yes and your PIN to confirm." if decision.needs_pin and self.safety.pin else " Say yes to confirm."
-            self.pending = PendingAction(call, action, decision, audit_id, prompt, time.monotonic() + self.safety.confirm_timeout_s)
+            session.pending = PendingAction(call, action, decision, audit_id, prompt,
+                                            time.monotonic() + self.safety.confirm_timeout_s)
             self.bus.emit(ConfirmationRequested(call.name, prompt))
             return ToolResult("pending_confirmation", prompt)
-        return await self._run(call, tool, audit_id)
+        return await self._run(call, tool, audit_id, session)
 
-    async def _run(self, call: ToolCall, tool, audit_id: int | None, confirmation: str = "") -> ToolResult:
+    async def _run(self, call: ToolCall, tool, audit_id: int | None, session: Session,
+                   confirmation: str = "") -> ToolResult:
         try:
             result = await tool.run(call.arguments)
         except ToolError as exc:
@@ -114,7 +102,7 @@ class Executor:
             self.bus.emit(ActionExecuted(call.name, True, result.text))
         else:
             self.bus.emit(ErrorEvent("tool-failed", result.text))
-        self.note_untrusted(result.text)  # whatever a tool returns is untrusted content for later calls
+        session.note_untrusted(result.text, f"the {call.name} result")  # untrusted content for later calls
         return result
 
     def _finish(self, audit_id: int | None, status: str, outcome: str, confirmation: str = "") -> None:
@@ -129,12 +117,10 @@ class Executor:
         self.bus.emit(ActionCancelled(call.name, text))
         return ToolResult("denied", text)
 
-    def pending_expired(self, now: float | None = None) -> bool:
-        return self.pending is not None and (now or time.monotonic()) > self.pending.expires_at
-
-    async def resolve(self, utterance: str | None) -> ToolResult:
-        """Answer to a confirmation prompt: only a clear yes (and the PIN, when required) runs the action."""
-        p, self.pending = self.pending, None
+    async def resolve(self, session: Session, utterance: str | None) -> ToolResult:
+        """The session's answer to its confirmation prompt: only a clear yes (and the PIN, when required) runs the
+        action. The pending action is consumed whatever the answer."""
+        p, session.pending = session.pending, None
         if p is None:
             return ToolResult("error", "There is nothing waiting for confirmation.")
         what = describe_action(p.action)
@@ -151,7 +137,7 @@ class Executor:
                 except ToolError as exc:
                     self._finish(p.audit_id, "failed", exc.message, heard)
                     return ToolResult("error", exc.message)
-                return await self._run(p.call, tool, p.audit_id, confirmation=heard)
+                return await self._run(p.call, tool, p.audit_id, session, confirmation=heard)
             else:
                 reason = "you said no" if verdict is False else "I didn't hear a clear yes"
         self._finish(p.audit_id, "cancelled", reason, heard)

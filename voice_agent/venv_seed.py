@@ -35,9 +35,11 @@ class SeedResult:
     """Requirements not satisfiable from here: pip must fetch them."""
 
 
-def resolve(requirements: Iterable[str]) -> tuple[list[Distribution], list[str]]:
+def resolve(requirements: Iterable[str], without_deps: Iterable[str] = ()) -> tuple[list[Distribution], list[str]]:
     """The installed distributions that satisfy `requirements` and their dependencies (markers and extras
-    honoured), and the requirement strings nothing installed here satisfies."""
+    honoured), and the requirement strings nothing installed here satisfies. The dependencies of the packages named
+    in `without_deps` (model packages installed with --no-deps) are not followed."""
+    skip = {canonicalize_name(n) for n in without_deps}
     queue = [Requirement(r) for r in requirements]
     chosen: dict[str, tuple[Distribution, frozenset[str]]] = {}
     missing: list[str] = []
@@ -59,7 +61,7 @@ def resolve(requirements: Iterable[str]) -> tuple[list[Distribution], list[str]]
             continue
         extras |= chosen[name][1] if name in chosen else frozenset()
         chosen[name] = (dist, extras)
-        for raw in dist.requires or []:
+        for raw in [] if name in skip else dist.requires or []:
             sub = Requirement(raw)
             if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in {"", *extras}):
                 sub.marker = None  # evaluated here, with the parent's extras
@@ -107,14 +109,15 @@ def _copy_dist(dist: Distribution, site: Path) -> int | None:
     return None
 
 
-def seed_venv(venv: Path, requirements: Iterable[str], progress: Callable[[str], None] = lambda _: None) -> SeedResult:
+def seed_venv(venv: Path, requirements: Iterable[str], progress: Callable[[str], None] = lambda _: None,
+              without_deps: Iterable[str] = ()) -> SeedResult:
     reqs = list(requirements)
     site = _site_packages(venv)
     if site is None:
         progress(f"{venv} has no Python {sys.version_info[0]}.{sys.version_info[1]} site-packages: nothing copied")
         return SeedResult(0, 0, (), tuple(sorted(reqs)))
     have = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions(path=[str(site)])}
-    dists, missing = resolve(reqs)
+    dists, missing = resolve(reqs, without_deps)
     copied, nbytes, present = 0, 0, []
     for i, dist in enumerate(sorted(dists, key=lambda d: canonicalize_name(d.metadata["Name"])), 1):
         name = canonicalize_name(dist.metadata["Name"])

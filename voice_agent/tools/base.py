@@ -16,6 +16,17 @@ UNTRUSTED: frozenset[str] = frozenset({"message", "web", "tool_result", "announc
 
 
 @dataclass(frozen=True)
+class UntrustedText:
+    """Text the user did not write that entered the conversation: a tool result, a message body, a web page, a
+    document, an MCP server's output, an announcement, a personal-context search hit. `source` names it the way a
+    person would ("your email", "a web page", "the home MCP server"). The safety classifier checks every action
+    with a side effect against the user's own words once any of these is present."""
+
+    source: str
+    text: str
+
+
+@dataclass(frozen=True)
 class RiskMetadata:
     """What a tool declares about its own risk. `None` means "not declared"; the classifier then infers it."""
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import RATE, silence
-from .bench_corpus import CommandClip, command_clip
+from ..audio import RATE, silence
+from .corpus import command_clip
 
 Progress = Callable[[str], None]
 START_WINDOW, START_VOICED = 5, 3  # the appliance's speech-start rule (vad.py)
@@ -65,7 +65,7 @@ def endpoint(decisions: list[bool], n: int, silence_ms: int) -> tuple[int, int] 
 def vad_sweep(stt, intents, voices: tuple[str, ...], commands: tuple[str, ...], progress: Progress,
               engines: tuple[str, ...] = ("webrtc1", "webrtc2", "webrtc3", "silero"),
               silences: tuple[int, ...] = (300, 400, 500, 700)) -> list[dict]:
-    from .bench_pipeline import expected_outcome
+    from .pipeline import expected_outcome
 
     clips = [command_clip(c, v, noisy, wake=False) for noisy in (False, True) for v in voices for c in commands]
     cache: dict[tuple[str, int], str] = {}
@@ -103,7 +103,7 @@ def vad_sweep(stt, intents, voices: tuple[str, ...], commands: tuple[str, ...], 
 
 
 def _openai_server_path() -> Path | None:
-    p = Path(__file__).resolve().parent.parent / "tests" / "support" / "openai_server.py"
+    p = Path(__file__).resolve().parents[2] / "tests" / "support" / "openai_server.py"
     return p if p.is_file() else None
 
 
@@ -127,10 +127,10 @@ LLM_REPLY = ("A gentle breeze moves through the trees. The river keeps its patie
 async def llm_sweep(cfg, engines, voices: tuple[str, ...], progress: Progress,
                     ttfts: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)) -> dict:
     """Time to first audio for an LLM turn at several server TTFTs (40 tokens/s after the first)."""
-    from .app import build_app
-    from .audio_io import CollectingSpeaker
-    from .bench_pipeline import run_commands
-    from .bench_reference import free_port
+    from ..app import build_app
+    from ..audio_io import CollectingSpeaker
+    from .pipeline import run_commands
+    from .reference import free_port
 
     script = _openai_server_path()
     if script is None:

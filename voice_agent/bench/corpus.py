@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import RATE, read_wav, silence
-from .errors import VoiceAgentError
+from ..audio import RATE, read_wav, silence
+from ..errors import VoiceAgentError
 
 WAKE_PHRASE = "hey jarvis"
 VOICES = ("en-us", "en-us+f3", "en-us+m3", "en+f4")
@@ -23,7 +23,7 @@ QUICK_VOICES = ("en-us+f3",)
 NOISE_SNR_DB = 20.0
 
 # What a person says after the wake word. The expected intent is what the appliance's own local parser makes of the
-# exact text (see bench.py), so the benchmark checks recognition without a second hand-written truth table.
+# exact text (see pipeline.py), so the benchmark checks recognition without a second hand-written truth table.
 COMMANDS = (
     "turn off the kitchen light",
     "lock the front door",
