@@ -4,11 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.setup-done
+TEST_DATA_STAMP := .test-data/.fetched
 APT_PKGS := python3-venv espeak-ng sox libportaudio2 libasound2-plugins alsa-utils mosquitto mosquitto-clients systemd iproute2 util-linux openssl
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup sysdeps run test bench install doctor clean
+.PHONY: help setup sysdeps run test test-data bench install doctor clean
 
 help:
 	@echo "make run     start the appliance on its embedded defaults (sets everything up first)"
@@ -38,9 +39,17 @@ $(STAMP): pyproject.toml models/manifest.toml
 	@touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/voice-agent run
+	$(VENV)/bin/voice-agent run --private-broker
 
-test: setup
+# Recordings the tests read, from pinned PyPI wheels (tests/support/testdata.py): fetched here, never during the run.
+test-data: setup $(TEST_DATA_STAMP)
+
+$(TEST_DATA_STAMP): tests/support/testdata.py
+	@echo "==> fetching test recordings (tests/support/testdata.py)"
+	@$(PY) -m tests.support.testdata fetch
+	@touch $@
+
+test: setup test-data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
@@ -53,4 +62,4 @@ install: setup
 	$(PY) -m voice_agent.install --destdir "$(DESTDIR)"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .test-data

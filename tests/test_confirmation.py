@@ -104,6 +104,31 @@ def test_unlock_asks_and_silence_cancels_lock_does_not_ask(home, engines, broker
         assert [json.loads(m.payload) for m in sub.messages] == [{"state": "LOCK"}]
 
 
+def test_silence_while_the_microphone_stays_open_times_out_and_a_late_yes_runs_nothing(home, engines, broker, run_turns):
+    """The real `confirm_timeout_s` path: after the prompt the microphone keeps delivering silence (the stream does
+    not end), the wait for an answer times out and cancels; a "yes" spoken after that is a new utterance and
+    confirms nothing."""
+    cfg, _ = home
+    cfg = dataclasses.replace(cfg, safety=dataclasses.replace(cfg.safety, confirm_timeout_s=6.0))
+    command = espeak("hey jarvis, unlock the front door", voice="en-us").pcm
+    late_yes = espeak("hey jarvis, yes", voice="en-us").pcm
+    yes_at_ms = 1000 * (len(command) / 16000) + 16000  # 16 s of silence after the command, then the late yes
+    clip = AudioClip(np.concatenate([command, silence(16000), late_yes, silence(3000)]))
+    with Client(broker, "zigbee2mqtt/front_door_lock/set") as sub:
+        conv = run_turns(cfg, engines, [clip], fast=False, realtime_speaker=True)
+        assert not sub.wait_for(lambda m: len(m) >= 1, 2), "the lock was sent a command"
+    assert len(conv.of("confirmation_requested")) == 1, conv.events
+    (cancelled,) = conv.of("action_cancelled")
+    assert cancelled["reason"] == "no answer"
+    asked = conv.of("confirmation_requested")[0]["t_ms"]
+    # cancelled by the timeout, while silence was still being fed, not by the end of the audio
+    assert asked + 6000 - 1000 <= cancelled["t_ms"] < yes_at_ms, (asked, cancelled, yes_at_ms)
+    # the late "yes" was heard, as a new request, and ran nothing
+    late = [e for e in conv.of("transcript") if e["t_ms"] > yes_at_ms]
+    assert late and "yes" in late[-1]["text"].lower(), conv.of("transcript")
+    assert conv.of("action_executed") == []
+
+
 def test_unlock_with_yes_publishes_unlock(home, engines, broker, run_turns):
     cfg, _ = home
     with Client(broker, "zigbee2mqtt/front_door_lock/set") as sub:

@@ -50,12 +50,6 @@ SAMPLE = ROOT / "tests/data/home.toml"
 WAV_EXAMPLES = int(os.environ.get("VOICE_AGENT_FUZZ_WAV", "1500"))
 CONFIG_EXAMPLES = int(os.environ.get("VOICE_AGENT_FUZZ_CONFIG", "1500"))
 LLM_EXAMPLES = int(os.environ.get("VOICE_AGENT_FUZZ_LLM", "150"))
-TRIED: dict[str, int] = {}
-
-
-def count(name: str) -> None:
-    TRIED[name] = TRIED.get(name, 0) + 1
-
 
 # ------------------------------------------------------------------------------------------------------------ WAV
 
@@ -121,7 +115,6 @@ wav_inputs = st.one_of(st.binary(max_size=2048), crafted_wav(), mutated_real_wav
 @settings(max_examples=WAV_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(wav_inputs)
 def test_fuzz_decode_wav_gives_a_clip_or_an_audio_format_error(data):
-    count("wav")
     try:
         clip = decode_wav(data, "fuzz.wav")
     except AudioFormatError as exc:
@@ -278,7 +271,6 @@ def check_accepted(cfg: Config) -> None:
 @settings(max_examples=CONFIG_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(config_texts)
 def test_fuzz_parse_config_gives_a_config_or_a_config_error_naming_the_file(text):
-    count("config")
     try:
         cfg = parse_config(text, SOURCE)
     except ConfigError as exc:
@@ -350,7 +342,15 @@ arg_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(
                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
                           max_leaves=6)
 arg_keys = st.sampled_from(["device", "on", "locked", "open", "temperature", "seconds", "name", "text", "brightness"])
-llm_calls = st.fixed_dictionaries({
+# calls that are valid or just outside the limits, so that valid timers and announcements are common enough to
+# check that they really run (arbitrary arguments are almost never valid)
+timer_calls = st.builds(
+    lambda sec, name: {"name": "start_timer", "arguments": {"seconds": sec, **({} if name is None else {"name": name})}},
+    st.integers(-1, 3) | st.integers(86398, 86402) | st.sampled_from([2.0, 2.5, "5", True, None]),
+    st.none() | st.text(max_size=8) | st.sampled_from(["pasta", "x" * 40, "x" * 41, 7]))
+announce_calls = st.builds(lambda text: {"name": "announce", "arguments": {"text": text}},
+                           st.text(min_size=1, max_size=20) | st.sampled_from(["", "x" * 500, "x" * 501, 5, None]))
+llm_calls = timer_calls | announce_calls | st.fixed_dictionaries({
     "name": st.sampled_from(TOOL_NAMES) | st.text(max_size=20),
     "arguments": st.dictionaries(arg_keys | st.text(max_size=6), arg_values, max_size=4),
 }) | st.fixed_dictionaries({
@@ -401,6 +401,9 @@ async def llm_turn(cfg: Config, base_url: str, user_text: str, tmp: Path) -> tup
     try:
         async for _ in agent.respond(user_text):
             pass
+        if any(x[0] == "timer" and x[1] <= 1 for x in effects):
+            await asyncio.sleep(1.5)  # a one-second timer must really ring
+        effects.append(("live", sorted(label for _, label, h in timers.timers.values() if not h.cancelled())))
     except LlmError as exc:
         error = exc
     finally:
@@ -415,7 +418,6 @@ async def llm_turn(cfg: Config, base_url: str, user_text: str, tmp: Path) -> tup
 def test_fuzz_llm_tool_calls_never_run_an_unknown_or_invalid_call(llm_server, calls, again, tmp_path_factory):
     from voice_agent.tools.base import ToolCall
 
-    count("llm")
     cfg = load_config(SAMPLE)
     llm_server.server.script = {"rules": [
         {"when_user": ".", "tool_calls": calls},
@@ -452,12 +454,87 @@ def test_fuzz_llm_tool_calls_never_run_an_unknown_or_invalid_call(llm_server, ca
         if w[0]["name"] not in TOOL_NAMES:
             assert codes[:1] == ["tool-unknown"], w
     ran_names = [w[0]["name"] for w in windows if any(e["type"] == "action_executed" for e in w)]
-    kinds = {"publish": lambda n: n.startswith("set_"), "timer": lambda n: n == "start_timer",
-             "announce": lambda n: n == "announce"}
-    for kind, owner in kinds.items():  # every effect in the world belongs to a call that ran
-        assert len([x for x in effects if x[0] == kind]) == len([n for n in ran_names if owner(n)]), (effects, w)
+    publishes = [x for x in effects if x[0] == "publish"]  # every device command belongs to a call that ran
+    assert len(publishes) == len([n for n in ran_names if n.startswith("set_")]), (effects, windows)
+    check_timers_and_announcements(calls, again, effects, error)
+
+
+def _valid_timer(args: object) -> bool:
+    """start_timer's arguments as the tool documents them: whole seconds 1..86400, an optional name of at most 40
+    characters, nothing else (JSON Schema integers include 5.0)."""
+    if not isinstance(args, dict) or "seconds" not in args or set(args) - {"seconds", "name"}:
+        return False
+    sec = args["seconds"]
+    whole = (isinstance(sec, int) and not isinstance(sec, bool)) or (isinstance(sec, float) and sec.is_integer())
+    name_ok = "name" not in args or (isinstance(args["name"], str) and len(args["name"]) <= 40)
+    return whole and 1 <= sec <= 86400 and name_ok
+
+
+def _valid_announcement(args: object) -> bool:
+    return isinstance(args, dict) and set(args) == {"text"} and isinstance(args["text"], str) \
+        and 1 <= len(args["text"]) <= 500
+
+
+def check_timers_and_announcements(calls: list[dict], again: bool, effects: list, error: Exception | None) -> None:
+    """Timers and announcements judged by what really happened (a timer started in the timer service and still
+    running, or rung; the text handed to the speaker), against expectations written here from the calls alone:
+    an invalid call never has an effect; valid ones have theirs, in order, as long as nothing before them in the
+    request can make the turn stop (a lock, cover or thermostat command may need a spoken yes; a call whose
+    arguments are not a JSON object may make the whole reply unusable)."""
+    args = []
+    for c in calls:
+        if "arguments_raw" in c:
+            try:
+                args.append(json.loads(c["arguments_raw"]))
+            except ValueError:
+                args.append(None)
+        else:
+            args.append(c["arguments"])
+    certain = not any("arguments_raw" in c and not isinstance(a, dict) for c, a in zip(calls, args))
+    must_timers: list[tuple[float, str]] = []
+    must_said: list[str] = []
+    may_timers: list[tuple[float, str]] = []
+    may_said: list[str] = []
+    for _ in range(2 if again else 1):  # with `again` the model repeats the same calls after the results
+        for c, a in zip(calls, args):
+            if c["name"] in ("set_lock", "set_cover", "set_thermostat"):
+                certain = False
+            if c["name"] == "start_timer" and _valid_timer(a):
+                (must_timers if certain else may_timers).append((a["seconds"], a.get("name", "")))
+            elif c["name"] == "announce" and _valid_announcement(a):
+                (must_said if certain else may_said).append(a["text"])
+            elif c["name"] == "cancel_timer" and a == {}:
+                certain = False  # which timers it stopped depends on what ran before it
+    started = [(x[1], x[2]) for x in effects if x[0] == "timer"]
+    said = [x[1] for x in effects if x[0] == "announce"]
+    rang = [x[1] for x in effects if x[0] == "ring"]
+    (live,) = [x[1] for x in effects if x[0] == "live"] or [[]]
     if error is not None:
-        assert ran == 0 and not effects
+        assert not started and not said and not rang, effects
+        return
+    # nothing invalid had an effect, nothing ran twice that was asked once
+    assert _sub_multiset(started, must_timers + may_timers), (started, calls)
+    assert _sub_multiset(said, must_said + may_said), (said, calls)
+    # everything valid before any uncertainty ran, in order
+    assert started[: len(must_timers)] == must_timers, (started, must_timers, calls)
+    assert said[: len(must_said)] == must_said, (said, must_said, calls)
+    # the started timers are real: each one is still running in the timer service or has rung, and a timer of one
+    # second has rung, with its name (or its duration) in what was said
+    cancelled = any(c["name"] == "cancel_timer" and a == {} for c, a in zip(calls, args))
+    assert len(live) + len(rang) == len(started) or (cancelled and len(live) + len(rang) < len(started)), \
+        (live, rang, started)
+    for seconds, name in started:
+        if seconds <= 1:
+            assert any((name or "1 second") in text for text in rang), (rang, started)
+
+
+def _sub_multiset(items: list, pool: list) -> bool:
+    rest = list(pool)
+    for x in items:
+        if x not in rest:
+            return False
+        rest.remove(x)
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ prompt injection
@@ -578,7 +655,6 @@ def test_injected_tool_results_execute_nothing(cfg, engines, broker, tmp_path):
                     window = events[start:]
                     outcomes.append((tool, [e["name"] for e in window if e["type"] == "action_executed"],
                                      [e["decision"] for e in window if e["type"] == "risk" and e["name"] == tool]))
-                    count("injection")
             finally:
                 await app.aclose()
 
@@ -603,7 +679,6 @@ def test_injected_mail_body_through_spoken_turns_executes_nothing(cfg, engines, 
                                           espeak("what time is it", voice="en-us")])
         time.sleep(1)
         commands = list(sub.messages)
-    count("injection")
     names = [n for n, _ in run.tool_calls()]
     assert "mail_read" in names and "bank_transfer" in names, run.events
     assert [e["name"] for e in run.of("action_executed")] == ["mail_read"], run.of("action_executed")
@@ -645,15 +720,9 @@ def test_injected_announcements_are_only_spoken(cfg, engines, broker, tmp_path):
         commands = [m for m in sub.messages if m.topic.startswith("zigbee2mqtt/")]
         requests = srv.requests()
     spoken = [e["text"] for e in events if e["type"] == "announcement"]
-    for _ in INJECTED_ANNOUNCEMENTS:
-        count("injection")
     expected = [t for t in INJECTED_ANNOUNCEMENTS if not t.startswith("{")]  # a JSON object without "text" is dropped
     assert len(spoken) == len(expected), spoken
     assert all(any(w.isalpha() for w in s) for s in spoken)
     assert not [e for e in events if e["type"] in ("tool_call", "action_executed", "confirmation_requested")]
     assert requests == [] and commands == [] and ledger_entries(ledger) == []
     assert len([e for e in events if e["type"] == "tts_done"]) >= len(expected)
-
-
-def test_zz_fuzz_inputs_tried_report():
-    print("\nhostile inputs tried: " + ", ".join(f"{k}={v}" for k, v in sorted(TRIED.items())))

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,43 +16,12 @@ import numpy as np
 import pytest
 
 from support.alsa import make_alsa_home
+from support.live import STOP_BOUND_S, Events, write_config
 from support.broker import Client
 from support.speech import espeak
 from voice_agent.audio import silence
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_config(path: Path, broker, data_dir: Path, extra: str = "") -> Path:
-    home = (ROOT / "tests/data/home.toml").read_text()
-    home = home.replace('[mqtt]\nhost = "127.0.0.1"\nport = 1883', f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}')
-    home = home.replace("[appliance]\n", f'[appliance]\ndata_dir = "{data_dir}"\n')
-    home = home.replace('base_url = "http://127.0.0.1:8000/v1"', 'base_url = "http://127.0.0.1:9/v1"')
-    path.write_text(home + extra)
-    return path
-
-
-class Events:
-    """Reads JSON events from the child's stdout in a thread."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.items: list[dict] = []
-        self.cond = threading.Condition()
-        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
-
-    def _pump(self, proc) -> None:
-        for line in proc.stdout:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            with self.cond:
-                self.items.append(item)
-                self.cond.notify_all()
-
-    def wait(self, pred, timeout: float = 60) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: pred(self.items), timeout)
 
 
 @pytest.fixture
@@ -104,16 +72,13 @@ def test_live_loop_command_and_announcement(live, broker, engines, tmp_path):
         announced = [e for e in events.items[before:] if e["type"] == "announcement"]
         assert [a["text"] for a in announced] == ["The washing machine has finished."]
         assert not [e for e in events.items[before:] if e["type"] == "tool_call"]
-        size = -1
-        for _ in range(100):  # wait until playback stops growing
-            time.sleep(0.3)
-            now = playback.stat().st_size if playback.exists() else 0
-            if now == size and now > 0:
-                break
-            size = now
+        # its speech (not only the chime before it, 240 ms) has been handed to the device once its tts_done comes
+        start = events.items.index(announced[0])
+        assert events.wait(lambda ev: any(e["type"] == "tts_done" and e["audio_ms"] > 1000 for e in ev[start:]), 60), \
+            events.items[start:]
         assert proc.poll() is None, "the appliance died"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert proc.wait(STOP_BOUND_S) == 0
 
     played = np.frombuffer(playback.read_bytes(), np.int16)
     from voice_agent.audio import resample
@@ -146,5 +111,5 @@ def test_systemd_notify_ready_after_models_then_watchdog_and_stopping(live, tmp_
     rest = []
     while not any("STOPPING=1" in m for m in rest):
         rest.append(sock.recv(4096).decode())
-    assert proc.wait(30) == 0
+    assert proc.wait(STOP_BOUND_S) == 0
     sock.close()

